@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from vidssl.data.dataset import VideoDataset
+from vidssl.data.samplers import MLFOWindowSampler, SeCoTripletSampler
+from vidssl.data.synthetic import SyntheticVideos
+from vidssl.data.transforms import ClipAugment
+
+
+def make(synth, sampler, **kw):
+    return VideoDataset(synth.source("train"), sampler, ClipAugment(size=16), opener=synth.open, **kw)
+
+
+def test_same_samples_whatever_the_worker_count(synth):
+    ds = make(synth, SeCoTripletSampler(), repeat=(2, 1, 1), layout="frame", seed=5)
+    ds.set_epoch(2)
+    batches = []
+    for workers in (0, 2):
+        loader = DataLoader(ds, batch_size=4, num_workers=workers)
+        batches.append(next(iter(loader)))
+    for a, b in zip(batches[0]["views"], batches[1]["views"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(batches[0]["info"]["order"], batches[1]["info"]["order"])
+
+
+def test_epochs_differ_and_repeat(synth):
+    ds = make(synth, SeCoTripletSampler(), layout="frame")
+    a = ds[0]["views"][0]
+    ds.set_epoch(1)
+    b = ds[0]["views"][0]
+    ds.set_epoch(0)
+    assert not torch.equal(a, b) and torch.equal(ds[0]["views"][0], a)
+
+
+def test_clip_layout(synth):
+    ds = make(synth, MLFOWindowSampler(window=8, strides=(1, 2)))
+    s = ds[0]
+    assert [tuple(v.shape) for v in s["views"]] == [(3, 4, 16, 16)] * 3 and s["info"]["stride"] in (1, 2)
+
+
+def test_short_videos_policy():
+    short = SyntheticVideos(num_videos=3, size=16, frames=2, seed=0)
+    src = short.source("all")
+    ds = VideoDataset(src, SeCoTripletSampler(), ClipAugment(size=8), opener=short.open,
+                      short_videos="repeat", layout="frame")
+    assert ds[0]["skipped"] == 0
+    skip = VideoDataset(src, SeCoTripletSampler(), ClipAugment(size=8), opener=short.open, max_substitutes=2)
+    try:
+        skip[0]
+    except Exception as exc:
+        assert "consecutive unusable" in str(exc)
+    else:
+        raise AssertionError("too-short videos must be skipped")

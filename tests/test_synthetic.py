@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vidssl.data.sources import load_source
+from vidssl.data.synthetic import MOTIONS, SyntheticVideos
+
+
+def test_deterministic_by_seed():
+    a = SyntheticVideos(num_videos=5, size=32, frames=8, seed=1)
+    b = SyntheticVideos(num_videos=5, size=32, frames=8, seed=1)
+    c = SyntheticVideos(num_videos=5, size=32, frames=8, seed=2)
+    assert torch.equal(a.render(3, [0, 7]), b.render(3, [0, 7]))
+    assert not torch.equal(a.render(3, [0, 7]), c.render(3, [0, 7]))
+    assert torch.equal(a.render(3, [5]), a.render(3, range(8))[5:6])  # frames are independent
+
+
+def test_motion_pairs_are_time_reversals(synth):
+    p = synth._video_params(0)
+    for forward in range(0, len(MOTIONS), 2):
+        for u in np.linspace(0, 1, 7):
+            np.testing.assert_allclose(synth._actor_state(forward, u, p),
+                                       synth._actor_state(forward + 1, 1 - u, p), atol=1e-9)
+
+
+def test_the_actor_moves(synth):
+    clip = synth.render(0, [0, synth.frames - 1]).float()  # MoveLeft
+    assert (clip[0] - clip[1]).abs().mean() > 5
+
+
+def test_labels_and_groups(synth):
+    motion = synth.source("all")
+    app = SyntheticVideos(**{**synth.__dict__, "labels": "appearance"}).source("all")
+    assert [r.label for r in motion.records[:10]] == list(range(10))
+    assert len(app.class_names) == 5 and all(0 <= r.label < 5 for r in app.records)
+    train, test = synth.source("train"), synth.source("test")
+    assert len(train) + len(test) == synth.num_videos and len(test) > 0
+    assert not {r.group for r in train.records} & {r.group for r in test.records}
+
+
+def test_write_ucf101_roundtrip(ucf_dir):
+    train = load_source(ucf_dir, subset="train")
+    test = load_source(ucf_dir, subset="test")
+    assert train.layout == "ucf101" and not train.problems and not test.problems
+    assert len(train) + len(test) == 20 and train.class_names == list(MOTIONS)
+    assert not {r.group for r in train.records} & {r.group for r in test.records}
+    app = load_source(ucf_dir / "appearance_trainlist01.txt", layout="path_list")
+    assert len(app) == len(train) and {r.label for r in app.records} <= set(range(5))

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import torch
+
+from vidssl.data.transforms import ClipAugment, EvalTransform, resized_crop_params
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_same_parameters_for_every_frame_of_a_clip(frames):
+    # A clip of one frame repeated: any per-frame difference in the output would mean the random
+    # parameters differ between frames.
+    clip = frames[5:6].repeat(8, 1, 1, 1)
+    for seed in range(10):
+        out = ClipAugment(size=24)(clip, gen(seed))
+        assert out.shape == (8, 3, 24, 24)
+        assert torch.allclose(out, out[:1].expand_as(out))
+
+
+def test_views_are_independent(frames):
+    aug = ClipAugment(size=24)
+    g = gen(0)
+    a, b = aug(frames[:4], g), aug(frames[:4], g)
+    assert not torch.allclose(a, b)
+
+
+def test_deterministic_under_a_seed(frames):
+    aug = ClipAugment(size=24)
+    assert torch.equal(aug(frames[:4], gen(7)), aug(frames[:4], gen(7)))
+
+
+def test_per_frame_jitter_changes_frames_differently(frames):
+    clip = frames[5:6].repeat(6, 1, 1, 1)
+    aug = ClipAugment(size=24, per_frame_jitter=True, p_jitter=1.0, p_gray=0.0, p_blur=0.0)
+    out = aug(clip, gen(1))
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_normalisation_statistics(frames):
+    t = EvalTransform(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    x = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    assert torch.allclose(t(x), torch.ones(1, 3, 32, 32))
+
+
+def test_eval_transform_resizes_short_side_and_centre_crops():
+    x = torch.zeros((2, 3, 40, 80), dtype=torch.uint8)
+    x[..., 30:50] = 255  # a bright band in the horizontal centre
+    out = EvalTransform(resize=20, crop=20, mean=(0, 0, 0), std=(1, 1, 1))(x)
+    assert out.shape == (2, 3, 20, 20)
+    assert out[..., 5:15].mean() > 0.9 and out[..., :3].mean() < 0.1
+
+
+def test_resized_crop_params_in_bounds():
+    g = gen(0)
+    for _ in range(200):
+        top, left, h, w = resized_crop_params(30, 50, (0.2, 1.0), (3 / 4, 4 / 3), g)
+        assert 0 <= top and top + h <= 30 and 0 <= left and left + w <= 50
+        assert 0.2 * 1500 * 0.9 <= h * w <= 1500

@@ -1,0 +1,3 @@
+"""vidssl: self-supervised video representation learning (SeCo, VCLR, CORP, MLFO)."""
+
+__version__ = "0.1.0"

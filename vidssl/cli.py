@@ -1,0 +1,158 @@
+"""The ``vidssl`` command line. Every command turns a :class:`VidsslError` into a one-line message
+and exit status 2 (no traceback); ``data check`` exits 1 when it finds bad entries."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from vidssl.errors import VidsslError
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    from vidssl.data.sources import LAYOUTS
+
+    p.add_argument("path", help="dataset folder, or a list/CSV/JSON file")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS)
+    p.add_argument("--split", type=int, default=1, help="split number (UCF101, HMDB51)")
+    p.add_argument("--subset", default=None, help="train or test (default: both where the layout has splits)")
+    p.add_argument("--root", default=None, help="video folder for list layouts (default: the list's folder)")
+    p.add_argument("--classes", default=None, help="class list file for path lists (classInd.txt style)")
+    p.add_argument("--backend", default="auto", choices=("auto", "pyav", "torchcodec", "frames"))
+
+
+def _load_sources(args: argparse.Namespace) -> list:
+    from vidssl.data.sources import detect_layout, load_source, read_class_names
+
+    layout = detect_layout(args.path) if args.layout == "auto" else args.layout
+    classes = read_class_names(args.classes) if args.classes else None
+    has_subsets = layout in ("ucf101", "hmdb51", "ssv2", "kinetics_csv")
+    subsets = [args.subset] if args.subset else (["train", "test"] if has_subsets else ["train"])
+    if layout == "kinetics_csv" and not args.subset:
+        subsets = [None]
+    return [load_source(args.path, layout, args.split, s, args.root, classes) for s in subsets]
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from vidssl.data.synthetic import SyntheticVideos
+
+    videos = SyntheticVideos(num_videos=args.videos, size=args.size, frames=args.frames, seed=args.seed)
+    root = videos.write_ucf101(args.out)
+    test = sum(videos.is_test(i) for i in range(videos.num_videos))
+    print(f"wrote {videos.num_videos} videos ({videos.num_videos - test} train, {test} test) "
+          f"of {args.frames} frames at {args.size}x{args.size} to {root} (UCF101 layout, split 1)")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from vidssl.data.check import CheckReport, check_source
+    from vidssl.data.dataset import FileOpener
+    from vidssl.data.index import VideoIndex, default_index_path
+
+    sources = _load_sources(args)
+    index = VideoIndex(default_index_path(sources[0].root), args.backend)
+    report = CheckReport(0, 0)
+    for source in sources:
+        part = check_source(source, FileOpener(args.backend), args.min_frames, index)
+        report.total += part.total
+        report.ok += part.ok
+        report.problems += part.problems
+    try:
+        index.save()
+    except OSError as exc:
+        print(f"note: could not save the metadata index ({exc})", file=sys.stderr)
+    print(f"{sources[0].layout} dataset at {sources[0].root}")
+    print(report.render())
+    return 1 if report.problems else 0
+
+
+def cmd_data_bench(args: argparse.Namespace) -> int:
+    from vidssl.data.bench import bench_sampler, default_samplers, render_table
+    from vidssl.data.dataset import FileOpener
+    from vidssl.data.decoders import torchcodec_available
+
+    source = _load_sources(args)[0]
+    records = source.records[: args.videos]
+    if not records:
+        raise VidsslError(f"{args.path}: no videos to benchmark")
+    backends = ["pyav", "torchcodec"] if args.backend == "auto" else [args.backend]
+    if "torchcodec" in backends and not torchcodec_available():
+        print("torchcodec not installed: benchmarking pyav only", file=sys.stderr)
+        backends = [b for b in backends if b != "torchcodec"]
+    rows, full = [], {}
+    for backend in backends:
+        opener = FileOpener(backend)
+        full[backend] = bench_sampler(records, opener, None, backend, "full_decode")
+        for name, sampler in default_samplers().items():
+            rows.append(bench_sampler(records, opener, sampler, backend, name))
+    print(f"{len(records)} videos from {source.root}")
+    print(render_table(rows, full))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the built-in dataset: generate videos, check them, benchmark decoding."""
+    import tempfile
+
+    out = args.out or tempfile.mkdtemp(prefix="vidssl-demo-")
+    steps = [
+        ["data", "synth", out, "--videos", str(args.videos)],
+        ["data", "check", out],
+        ["data", "bench", out, "--videos", "10"],
+    ]
+    for step in steps:
+        print(f"\n$ vidssl {' '.join(step)}", flush=True)
+        rc = main(step)
+        if rc != 0:
+            return rc
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidssl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets: synthesise, check, benchmark decoding")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("synth", help="write the built-in synthetic videos as mp4 in the UCF101 layout")
+    p.add_argument("out")
+    p.add_argument("--videos", type=int, default=200)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_synth)
+    p = dsub.add_parser("check", help="list every unreadable, empty, too short or mislabeled entry")
+    _add_source_args(p)
+    p.add_argument("--min-frames", type=int, default=2, help="shorter videos are reported (default 2)")
+    p.set_defaults(func=cmd_data_check)
+    p = dsub.add_parser("bench", help="decode throughput per sampler and backend")
+    _add_source_args(p)
+    p.add_argument("--videos", type=int, default=20, help="number of videos to time")
+    p.set_defaults(func=cmd_data_bench)
+
+    p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
+    p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")
+    p.add_argument("--videos", type=int, default=100)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except VidsslError as exc:
+        print(f"vidssl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidssl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

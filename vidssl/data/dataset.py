@@ -1,0 +1,168 @@
+"""The training/evaluation dataset: record → reader → sampler → transform, with counted skips.
+
+``__getitem__`` opens the video inside the worker (one FFmpeg thread), asks the sampler for a plan,
+decodes the union of the plan's frame indices once, and augments each view. Randomness comes from
+``(seed, epoch, index)`` only, so a sample is the same whatever the worker count and an interrupted
+run resumes exactly.
+
+**Bad videos** (missing, unreadable, 0 frames, and by default shorter than the sampler's
+``min_frames``): with ``strict=False`` the sample is replaced by the next video (deterministically)
+and the replacement is counted in the sample's ``skipped`` field and logged with the file name and
+reason; with ``strict=True`` a :class:`~vidssl.errors.DataError` naming the file is raised. After
+``max_substitutes`` consecutive bad videos the dataset gives up with a DataError (the data is
+mostly broken: better to stop than to loop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidssl.data.decoders import VideoReader, open_video
+from vidssl.data.records import VideoRecord, VideoSource
+from vidssl.data.samplers import SamplePlan
+from vidssl.errors import DataError, DecodeError
+
+log = logging.getLogger(__name__)
+SHORT_VIDEO_POLICIES = ("skip", "repeat")
+
+
+class Sampler(Protocol):
+    min_frames: int
+
+    def plan(self, num_frames: int, rng: np.random.Generator) -> SamplePlan: ...
+
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class FileOpener:
+    """Picklable reader factory for files and frame folders."""
+
+    def __init__(self, backend: str = "auto", threads: int = 1) -> None:
+        self.backend = backend
+        self.threads = threads
+
+    def __call__(self, record: VideoRecord) -> VideoReader:
+        return open_video(record.path, self.backend, self.threads)
+
+
+class VideoDataset(Dataset):
+    """Samples for one method: ``{"views": [Tensor], "info": {str: Tensor}, "label", "index",
+    "skipped"}``.
+
+    ``repeat[i]`` augmented copies are made of the plan's view ``i`` (SeCo: ``(2, 1, 1)``, two views
+    of the anchor). ``layout="clip"`` returns views as ``(C, T, H, W)``; ``"frame"`` as ``(C, H, W)``
+    (views of one frame) and ``"frames"`` as ``(T, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        sampler: Sampler,
+        transform: Transform,
+        opener: Callable[[VideoRecord], VideoReader] | None = None,
+        repeat: Sequence[int] | None = None,
+        layout: str = "clip",
+        seed: int = 0,
+        strict: bool = False,
+        short_videos: str = "skip",
+        max_substitutes: int = 10,
+    ) -> None:
+        if layout not in ("clip", "frame", "frames"):
+            raise ValueError(f"layout must be clip, frame or frames, got {layout!r}")
+        if short_videos not in SHORT_VIDEO_POLICIES:
+            raise ValueError(f"short_videos must be one of {SHORT_VIDEO_POLICIES}")
+        if strict:
+            source.raise_if_problems()
+        elif source.problems:
+            log.warning("%d entries of %s skipped while parsing (run `vidssl data check` for the list)",
+                        len(source.problems), source.root)
+        if not source.records:
+            raise DataError(f"{source.root}: no usable videos")
+        self.source = source
+        self.sampler = sampler
+        self.transform = transform
+        self.opener = opener or FileOpener()
+        self.repeat = tuple(repeat) if repeat is not None else None
+        self.layout = layout
+        self.seed = seed
+        self.strict = strict
+        self.short_videos = short_videos
+        self.max_substitutes = max_substitutes
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.source.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _load(self, record: VideoRecord, rng: np.random.Generator) -> tuple[SamplePlan, torch.Tensor, list[int]]:
+        reader = self.opener(record)
+        try:
+            n = reader.num_frames
+            if n <= 0:
+                raise DecodeError(record.path, "video has 0 frames")
+            if n < self.sampler.min_frames and self.short_videos == "skip":
+                raise DecodeError(record.path, f"too short: {n} frames < {self.sampler.min_frames} "
+                                               "needed by the sampler")
+            plan = self.sampler.plan(n, rng)
+            wanted = plan.all_indices
+            frames = reader.get_frames(wanted)
+        finally:
+            reader.close()
+        return plan, frames, wanted
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.source.records)
+        for attempt in range(self.max_substitutes + 1):
+            i = (index + attempt) % n
+            record = self.source.records[i]
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            try:
+                plan, frames, wanted = self._load(record, rng)
+            except DataError as exc:
+                if self.strict:
+                    raise
+                log.warning("skipping %s", exc)
+                continue
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            return {
+                "views": self._views(plan, frames, wanted, g),
+                "info": {k: torch.as_tensor(v) for k, v in plan.info.items()},
+                "label": -1 if record.label is None else record.label,
+                "index": i,
+                "skipped": attempt,
+            }
+        raise DataError(f"{self.max_substitutes + 1} consecutive unusable videos from "
+                        f"{self.source.records[index].path}: is the dataset broken? "
+                        "(run `vidssl data check`)")
+
+    def _views(self, plan: SamplePlan, frames: torch.Tensor, wanted: list[int],
+               g: torch.Generator) -> list[torch.Tensor]:
+        pos = {f: k for k, f in enumerate(wanted)}
+        repeat = self.repeat or (1,) * len(plan.views)
+        if len(repeat) != len(plan.views):
+            raise ValueError(f"repeat has {len(repeat)} entries for {len(plan.views)} sampled views")
+        out = []
+        for view, copies in zip(plan.views, repeat, strict=True):
+            clip = frames[[pos[f] for f in view]]
+            for _ in range(copies):
+                x = self.transform(clip, g)  # (T, C, H, W) float
+                if self.layout == "clip":
+                    x = x.permute(1, 0, 2, 3).contiguous()
+                elif self.layout == "frame":
+                    x = x[0]
+                out.append(x)
+        return out
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: silence per-worker thread oversubscription."""
+    torch.set_num_threads(1)

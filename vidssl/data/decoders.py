@@ -1,0 +1,236 @@
+"""Video decoders behind one interface: ``reader.get_frames(indices) -> (N, C, H, W) uint8``.
+
+Frame ``i`` is the ``i``-th frame in presentation order (sorted timestamps), in every backend, so
+that the same indices give the same frames from PyAV, TorchCodec and a frame folder extracted from
+the same video. Readers decode only the requested frames: they seek to the key frame before each
+requested frame and decode forward from there, never the whole video.
+
+Readers are opened lazily, inside DataLoader workers, with one FFmpeg thread each (parallelism
+comes from the workers). Every failure raises :class:`vidssl.errors.DecodeError` naming the file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from vidssl.errors import DecodeError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+BACKENDS = ("auto", "pyav", "torchcodec", "frames")
+MAX_PIXELS = 8192 * 8192  # larger frame sizes in a header are treated as corrupt
+
+
+class VideoReader(Protocol):
+    """What every decoder offers."""
+
+    path: str
+    num_frames: int
+    fps: float
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed) as ``(N, C, H, W)`` uint8 RGB."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _check_indices(path: str, indices: Sequence[int], num_frames: int) -> list[int]:
+    idx = [int(i) for i in indices]
+    bad = [i for i in idx if i < 0 or i >= num_frames]
+    if bad:
+        raise IndexError(f"{path}: frame indices {bad[:5]} outside [0, {num_frames})")
+    return idx
+
+
+def _stack(path: str, frames: dict[int, np.ndarray], indices: list[int]) -> torch.Tensor:
+    missing = sorted({i for i in indices if i not in frames})
+    if missing:
+        raise DecodeError(path, f"frames {missing[:5]} could not be decoded (truncated or corrupt?)")
+    arr = np.stack([frames[i] for i in indices])  # (N, H, W, 3)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+class PyAVReader:
+    """PyAV decoder with frame-exact seeking.
+
+    On open, the packets are demuxed (not decoded) once to build the table of presentation
+    timestamps and key frames; ``num_frames`` is the number of timestamped video packets.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+        import av
+
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DecodeError(self.path, "file not found")
+        if os.path.getsize(self.path) == 0:
+            raise DecodeError(self.path, "empty file (0 bytes)")
+        try:
+            self._container = av.open(self.path, metadata_errors="ignore")
+        except Exception as exc:  # FFmpeg raises many error types; all mean "not a readable video"
+            raise DecodeError(self.path, f"cannot open: {exc}") from exc
+        try:
+            if not self._container.streams.video:
+                raise DecodeError(self.path, "no video stream")
+            self._stream = self._container.streams.video[0]
+            self._stream.codec_context.thread_count = threads
+            pts: list[int] = []
+            keys: list[int] = []
+            for packet in self._container.demux(self._stream):
+                t = packet.pts if packet.pts is not None else packet.dts
+                if t is None or packet.size == 0:
+                    continue
+                pts.append(t)
+                if packet.is_keyframe:
+                    keys.append(t)
+        except DecodeError:
+            self._container.close()
+            raise
+        except Exception as exc:
+            self._container.close()
+            raise DecodeError(self.path, f"cannot read packets: {exc}") from exc
+        self._pts = sorted(pts)
+        self._keys = sorted(keys) or self._pts[:1]
+        self.num_frames = len(self._pts)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        self.height = int(self._stream.codec_context.height)
+        self.width = int(self._stream.codec_context.width)
+        if self.width * self.height > MAX_PIXELS:
+            self._container.close()
+            raise DecodeError(self.path, f"absurd frame size {self.width}x{self.height}")
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        idx = _check_indices(self.path, indices, self.num_frames)
+        wanted_pts = sorted({self._pts[i] for i in idx})
+        by_pts: dict[int, np.ndarray] = {}
+        # Group the wanted timestamps by the key frame that precedes them: one seek per group.
+        groups: dict[int, list[int]] = {}
+        for t in wanted_pts:
+            k = self._keys[max(bisect.bisect_right(self._keys, t) - 1, 0)]
+            groups.setdefault(k, []).append(t)
+        try:
+            for key_pts, targets in groups.items():
+                self._container.seek(key_pts, stream=self._stream, backward=True, any_frame=False)
+                remaining = set(targets)
+                last = targets[-1]
+                for frame in self._container.decode(self._stream):
+                    t = frame.pts
+                    if t in remaining:
+                        by_pts[t] = frame.to_ndarray(format="rgb24")
+                        remaining.discard(t)
+                    if not remaining or (t is not None and t > last):
+                        break
+        except Exception as exc:
+            raise DecodeError(self.path, f"decoding failed: {exc}") from exc
+        pts_to_index = {self._pts[i]: i for i in idx}
+        frames = {pts_to_index[t]: a for t, a in by_pts.items()}
+        return _stack(self.path, frames, idx)
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class TorchCodecReader:
+    """TorchCodec decoder in exact seek mode (frame index = presentation order, as PyAV)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except Exception as exc:  # ImportError, or a missing system FFmpeg (RuntimeError/OSError)
+            raise RuntimeError(
+                "TorchCodec is not usable here: install it with `pip install vidssl[torchcodec]` "
+                f"and system FFmpeg (`apt-get install ffmpeg`). Cause: {exc}"
+            ) from exc
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DecodeError(self.path, "file not found")
+        if os.path.getsize(self.path) == 0:
+            raise DecodeError(self.path, "empty file (0 bytes)")
+        try:
+            self._decoder = VideoDecoder(
+                self.path, seek_mode="exact", num_ffmpeg_threads=threads, dimension_order="NCHW"
+            )
+            meta = self._decoder.metadata
+            self.num_frames = int(meta.num_frames or 0)
+            self.fps = float(meta.average_fps or 0.0)
+        except Exception as exc:
+            raise DecodeError(self.path, f"cannot open: {exc}") from exc
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        idx = _check_indices(self.path, indices, self.num_frames)
+        unique = sorted(set(idx))
+        try:
+            batch = self._decoder.get_frames_at(indices=unique).data
+        except Exception as exc:
+            raise DecodeError(self.path, f"decoding failed: {exc}") from exc
+        pos = {i: n for n, i in enumerate(unique)}
+        return batch[[pos[i] for i in idx]].contiguous()
+
+    def close(self) -> None:
+        self._decoder = None
+
+
+def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files of a frame folder in frame order (``img_00001.jpg``, ``frame_00001.png`` ...)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class FrameFolderReader:
+    """A folder of pre-extracted JPEG/PNG frames; frame ``i`` is the ``i``-th file in sorted order."""
+
+    def __init__(self, path: str | os.PathLike[str], fps: float = 0.0) -> None:
+        self.path = str(path)
+        if not os.path.isdir(self.path):
+            raise DecodeError(self.path, "frame folder not found")
+        self._files = list_frame_files(self.path)
+        self.num_frames = len(self._files)
+        if self.num_frames == 0:
+            raise DecodeError(self.path, "frame folder holds no .jpg/.png frames")
+        self.fps = fps
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        from PIL import Image
+
+        idx = _check_indices(self.path, indices, self.num_frames)
+        frames: dict[int, np.ndarray] = {}
+        for i in sorted(set(idx)):
+            try:
+                with Image.open(self._files[i]) as img:
+                    frames[i] = np.asarray(img.convert("RGB"))
+            except Exception as exc:  # PIL raises several types for a broken image
+                raise DecodeError(str(self._files[i]), f"cannot decode image: {exc}") from exc
+        shapes = {a.shape for a in frames.values()}
+        if len(shapes) > 1:
+            raise DecodeError(self.path, f"frames differ in size: {sorted(shapes)}")
+        return _stack(self.path, frames, idx)
+
+    def close(self) -> None:
+        pass
+
+
+def torchcodec_available() -> bool:
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def open_video(path: str | os.PathLike[str], backend: str = "auto", threads: int = 1) -> VideoReader:
+    """Open ``path`` with ``backend`` (``auto``: frame folder for directories, else PyAV)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown decoder backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "frames" or (backend == "auto" and os.path.isdir(path)):
+        return FrameFolderReader(path)
+    if backend == "torchcodec":
+        return TorchCodecReader(path, threads=threads)
+    return PyAVReader(path, threads=threads)

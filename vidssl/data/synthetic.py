@@ -1,0 +1,293 @@
+"""Built-in synthetic videos with real temporal structure, deterministic by seed.
+
+Each video shows a textured background that pans, one or two distractor objects drifting, and one
+*actor* object that performs an action. Two label sets come with every video:
+
+- **motion** (10 classes) built from time-reversal pairs: MoveLeft/MoveRight, MoveUp/MoveDown,
+  Approach/Recede, RotateCW/RotateCCW, Appear/Vanish. The second class of each pair is exactly the
+  first played backwards (the actor's trajectory is evaluated at ``1 - u``), so only temporal order
+  separates them: the role Something-Something plays in the papers.
+- **appearance** (5 classes): the actor's shape (Circle, Square, Triangle, Cross, Ring).
+
+Videos come in recording *groups* as UCF101 does: clips of one group share the scene (background
+texture and colours, actor colours and texture), so groups must not be split across train and test.
+Frames are a pure function of ``(seed, video, frame index)``: a reader renders only the frames it is
+asked for. ``write_ucf101`` writes real mp4 files in the UCF101 layout with split files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidssl.data.records import VideoRecord, VideoSource
+
+MOTIONS = (
+    "MoveLeft", "MoveRight", "MoveUp", "MoveDown", "Approach",
+    "Recede", "RotateCW", "RotateCCW", "Appear", "Vanish",
+)
+# MOTIONS[2k + 1] is MOTIONS[2k] played backwards.
+SHAPES = ("Circle", "Square", "Triangle", "Cross", "Ring")
+LABEL_SETS = ("motion", "appearance")
+SCHEME = "synth://"
+
+
+def _shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mask of a unit-size shape in the object's local coordinates."""
+    if shape == "Circle":
+        return x * x + y * y < 1.0
+    if shape == "Square":
+        return np.maximum(np.abs(x), np.abs(y)) < 0.8
+    if shape == "Triangle":
+        s3 = math.sqrt(3.0)
+        return (y > -0.5) & (s3 * x + y < 1.0) & (-s3 * x + y < 1.0)
+    if shape == "Cross":
+        ax, ay = np.abs(x), np.abs(y)
+        return ((ax < 0.3) & (ay < 0.95)) | ((ay < 0.3) & (ax < 0.95))
+    if shape == "Ring":
+        r2 = x * x + y * y
+        return (r2 < 1.0) & (r2 > 0.36)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(kind: int, freq: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """0/1 texture in local coordinates: stripes, checker or solid."""
+    if kind == 0:
+        return (np.sin(freq * x) > 0).astype(np.float32)
+    if kind == 1:
+        return ((np.sin(freq * x) > 0) ^ (np.sin(freq * y) > 0)).astype(np.float32)
+    return np.ones_like(x, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _Object:
+    shape: str
+    colors: tuple[np.ndarray, np.ndarray]
+    texture: int
+    freq: float
+    radius: float
+
+
+@dataclass(frozen=True)
+class SyntheticVideos:
+    """The built-in dataset. ``labels`` picks the label set the records carry."""
+
+    num_videos: int = 200
+    size: int = 64
+    frames: int = 64
+    seed: int = 0
+    labels: str = "motion"
+    clips_per_group: int = 3
+    test_fraction: float = 0.25
+    fps: float = 25.0
+
+    def __post_init__(self) -> None:
+        if self.labels not in LABEL_SETS:
+            raise ValueError(f"labels must be one of {LABEL_SETS}, got {self.labels!r}")
+        if self.num_videos < 1 or self.size < 8 or self.frames < 1:
+            raise ValueError("need num_videos >= 1, size >= 8 and frames >= 1")
+
+    # ----- catalogue -------------------------------------------------------------------------
+    def motion_of(self, i: int) -> int:
+        return i % len(MOTIONS)
+
+    def shape_of(self, i: int) -> int:
+        return int(np.random.default_rng([self.seed, i, 7]).integers(len(SHAPES)))
+
+    def group_of(self, i: int) -> int:
+        """1-based group within the video's motion class (UCF101's ``gNN``)."""
+        return (i // len(MOTIONS)) // self.clips_per_group + 1
+
+    def clip_of(self, i: int) -> int:
+        return (i // len(MOTIONS)) % self.clips_per_group + 1
+
+    def is_test(self, i: int) -> bool:
+        """The last ``round(test_fraction * groups)`` groups of each class (at least one when the
+        class has two or more groups) are test; whole groups, as UCF101's splits."""
+        per_class = len(range(self.motion_of(i), self.num_videos, len(MOTIONS)))
+        groups = -(-per_class // self.clips_per_group)
+        n_test = max(1, round(self.test_fraction * groups)) if groups > 1 and self.test_fraction > 0 else 0
+        return self.group_of(i) > groups - n_test
+
+    def class_names(self) -> list[str]:
+        return list(MOTIONS if self.labels == "motion" else SHAPES)
+
+    def label_of(self, i: int) -> int:
+        return self.motion_of(i) if self.labels == "motion" else self.shape_of(i)
+
+    def name_of(self, i: int) -> str:
+        return f"v_{MOTIONS[self.motion_of(i)]}_g{self.group_of(i):02d}_c{self.clip_of(i):02d}"
+
+    def source(self, subset: str = "all") -> VideoSource:
+        """Records of ``subset`` (``train``, ``test`` or ``all``), paths ``synth://<index>``."""
+        if subset not in ("train", "test", "all"):
+            raise ValueError(f"subset must be train, test or all, got {subset!r}")
+        records = [
+            VideoRecord(
+                path=f"{SCHEME}{i}",
+                label=self.label_of(i),
+                group=f"{MOTIONS[self.motion_of(i)]}_g{self.group_of(i):02d}",
+                num_frames=self.frames,
+            )
+            for i in range(self.num_videos)
+            if subset == "all" or self.is_test(i) == (subset == "test")
+        ]
+        return VideoSource(records, self.class_names(), root="builtin:synthetic", layout="synthetic")
+
+    # ----- rendering -------------------------------------------------------------------------
+    def _scene(self, i: int) -> dict:
+        g = np.random.default_rng([self.seed, self.motion_of(i), self.group_of(i)])
+        return {
+            "bg_colors": (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
+            "bg_freqs": g.uniform(0.15, 0.5, 2),
+            "bg_angles": g.uniform(0, math.pi, 2),
+            "actor_colors": (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
+            "actor_texture": int(g.integers(2)),  # striped or checked: rotation must be visible
+            "actor_freq": float(g.uniform(4, 9)),
+        }
+
+    def _video_params(self, i: int) -> dict:
+        scene = self._scene(i)
+        g = np.random.default_rng([self.seed, i])
+        s = self.size
+        actor = _Object(
+            SHAPES[self.shape_of(i)], scene["actor_colors"], scene["actor_texture"],
+            scene["actor_freq"], float(g.uniform(0.13, 0.18) * s),
+        )
+        distractors = []
+        for _ in range(int(g.integers(1, 3))):
+            distractors.append((
+                _Object(SHAPES[int(g.integers(len(SHAPES)))], (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
+                        int(g.integers(3)), float(g.uniform(3, 8)), float(g.uniform(0.06, 0.1) * s)),
+                g.uniform(0.1, 0.9, 2) * s,  # start position
+                g.uniform(-0.3, 0.3, 2) * s,  # displacement over the video
+            ))
+        return {
+            "scene": scene,
+            "actor": actor,
+            "distractors": distractors,
+            "bg_velocity": g.uniform(-0.25, 0.25, 2) * s,
+            "actor_pos": g.uniform(0.35, 0.65, 2) * s,
+            "travel": float(g.uniform(0.25, 0.4) * s),
+            "angle0": float(g.uniform(0, 2 * math.pi)),
+        }
+
+    def _actor_state(self, motion: int, u: float, p: dict) -> tuple[float, float, float, float, float]:
+        """(cx, cy, scale, angle, alpha) of the actor at normalised time u in [0, 1]."""
+        pair, backwards = divmod(motion, 2)
+        v = 1.0 - u if backwards else u
+        cx, cy = p["actor_pos"]
+        d = p["travel"]
+        scale, angle, alpha = 1.0, p["angle0"], 1.0
+        if pair == 0:  # MoveLeft: right to left
+            cx = cx + d / 2 - d * v
+        elif pair == 1:  # MoveUp: bottom to top
+            cy = cy + d / 2 - d * v
+        elif pair == 2:  # Approach: grows
+            scale = 0.5 + 1.0 * v
+        elif pair == 3:  # RotateCW (image coordinates: y down, so +angle turns clockwise)
+            angle = angle + math.pi * v
+        else:  # Appear: fades in
+            alpha = v
+        return cx, cy, scale, angle, alpha
+
+    @staticmethod
+    def _paint(img: np.ndarray, obj: _Object, cx: float, cy: float, scale: float, angle: float,
+               alpha: float, xx: np.ndarray, yy: np.ndarray) -> None:
+        r = obj.radius * scale
+        dx, dy = (xx - cx) / r, (yy - cy) / r
+        c, s = math.cos(angle), math.sin(angle)
+        lx, ly = c * dx + s * dy, -s * dx + c * dy
+        mask = _shape_mask(obj.shape, lx, ly)
+        if alpha <= 0 or not mask.any():
+            return
+        tex = _texture(obj.texture, obj.freq, lx, ly)[..., None]
+        color = tex * obj.colors[0] + (1 - tex) * obj.colors[1]
+        a = (alpha * mask.astype(np.float32))[..., None]
+        img[:] = img * (1 - a) + color * a
+
+    def render(self, i: int, indices: Sequence[int]) -> torch.Tensor:
+        """Frames ``indices`` of video ``i`` as ``(N, 3, size, size)`` uint8."""
+        if not 0 <= i < self.num_videos:
+            raise IndexError(f"synthetic video {i} outside [0, {self.num_videos})")
+        p = self._video_params(i)
+        scene = p["scene"]
+        s = self.size
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+        out = np.empty((len(indices), s, s, 3), dtype=np.uint8)
+        for n, t in enumerate(indices):
+            u = t / max(self.frames - 1, 1)
+            bx, by = xx + p["bg_velocity"][0] * u, yy + p["bg_velocity"][1] * u
+            w = np.zeros_like(xx)
+            for f, a in zip(scene["bg_freqs"], scene["bg_angles"], strict=True):
+                w += np.sin(f * (math.cos(a) * bx + math.sin(a) * by))
+            w = ((w / 2 + 1) / 2)[..., None]
+            img = w * scene["bg_colors"][0] + (1 - w) * scene["bg_colors"][1]
+            for obj, start, disp in p["distractors"]:
+                self._paint(img, obj, *(start + disp * u), 1.0, 0.0, 1.0, xx, yy)
+            self._paint(img, p["actor"], *self._actor_state(self.motion_of(i), u, p), xx, yy)
+            out[n] = np.clip(img, 0, 255).astype(np.uint8)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+    def open(self, record: VideoRecord) -> SyntheticReader:
+        """Reader for a record of :meth:`source` (the dataset's reader factory)."""
+        return SyntheticReader(self, record.path)
+
+    # ----- writing -----------------------------------------------------------------------------
+    def write_ucf101(self, out: str | os.PathLike[str], codec: str = "libx264") -> Path:
+        """Write every video as an mp4 in the UCF101 layout: ``<Class>/v_<Class>_gNN_cMM.mp4``,
+        ``classInd.txt``, ``trainlist01.txt`` / ``testlist01.txt`` (motion labels; whole groups in
+        test), plus ``appearance_classInd.txt`` and ``appearance_{train,test}list01.txt`` (generic
+        ``path label`` lists with the shape labels) and ``synth.json`` (the generator settings)."""
+        from vidssl.data.encode import write_video
+
+        root = Path(out)
+        root.mkdir(parents=True, exist_ok=True)
+        motion = SyntheticVideos(**{**self.__dict__, "labels": "motion"})
+        lists: dict[str, list[str]] = {"train": [], "test": [], "app_train": [], "app_test": []}
+        for i in range(self.num_videos):
+            cls = MOTIONS[self.motion_of(i)]
+            rel = f"{cls}/{self.name_of(i)}.mp4"
+            (root / cls).mkdir(exist_ok=True)
+            write_video(root / rel, motion.render(i, range(self.frames)), fps=self.fps, codec=codec)
+            subset = "test" if self.is_test(i) else "train"
+            lists[subset].append(rel if subset == "test" else f"{rel} {self.motion_of(i) + 1}")
+            lists[f"app_{subset}"].append(f"{rel} {self.shape_of(i)}")
+        (root / "classInd.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(MOTIONS)))
+        (root / "appearance_classInd.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(SHAPES)))
+        for name, key in (("trainlist01.txt", "train"), ("testlist01.txt", "test"),
+                          ("appearance_trainlist01.txt", "app_train"),
+                          ("appearance_testlist01.txt", "app_test")):
+            (root / name).write_text("".join(line + "\n" for line in lists[key]))
+        settings = {k: v for k, v in self.__dict__.items() if k != "labels"}
+        (root / "synth.json").write_text(json.dumps(settings, indent=2) + "\n")
+        return root
+
+
+class SyntheticReader:
+    """A :class:`~vidssl.data.decoders.VideoReader` over one synthetic video."""
+
+    def __init__(self, videos: SyntheticVideos, path: str) -> None:
+        if not path.startswith(SCHEME):
+            raise ValueError(f"not a synthetic video path: {path!r}")
+        self.path = path
+        self._videos = videos
+        self._index = int(path[len(SCHEME):])
+        self.num_frames = videos.frames
+        self.fps = videos.fps
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        bad = [i for i in indices if not 0 <= i < self.num_frames]
+        if bad:
+            raise IndexError(f"{self.path}: frame indices {bad[:5]} outside [0, {self.num_frames})")
+        return self._videos.render(self._index, list(indices))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,155 @@
+"""Clip-consistent augmentation (the MoCo-v2 recipe of SeCo/VCLR, DESIGN.md §2) and evaluation
+transforms.
+
+Inputs are clips ``(T, C, H, W)`` uint8 (a frame is a clip with ``T = 1``); outputs are normalised
+float ``(T, C, H, W)``. One call draws one set of random parameters from the ``torch.Generator``
+it is given and applies it to every frame of the clip; separate calls (views) draw independently.
+``per_frame_jitter=True`` draws the colour jitter per frame instead (MLFO's code does this).
+Given the same generator state the output is identical: augmentation is deterministic under a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _coin(g: torch.Generator, p: float) -> bool:
+    return float(torch.rand((), generator=g)) < p
+
+
+def resized_crop_params(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], g: torch.Generator
+) -> tuple[int, int, int, int]:
+    """Box ``(top, left, h, w)`` of a random resized crop (Inception-style, 10 tries then centre)."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * _uniform(g, *scale)
+        aspect = math.exp(_uniform(g, *log_ratio))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (), generator=g))
+            left = int(torch.randint(0, width - w + 1, (), generator=g))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class ColorJitterParams:
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    order: tuple[int, ...]
+
+    @staticmethod
+    def draw(strength: tuple[float, float, float, float], g: torch.Generator) -> ColorJitterParams:
+        b, c, s, h = strength
+        return ColorJitterParams(
+            brightness=_uniform(g, max(0.0, 1 - b), 1 + b),
+            contrast=_uniform(g, max(0.0, 1 - c), 1 + c),
+            saturation=_uniform(g, max(0.0, 1 - s), 1 + s),
+            hue=_uniform(g, -h, h),
+            order=tuple(int(i) for i in torch.randperm(4, generator=g)),
+        )
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        ops = (
+            lambda t: F.adjust_brightness(t, self.brightness),
+            lambda t: F.adjust_contrast(t, self.contrast),
+            lambda t: F.adjust_saturation(t, self.saturation),
+            lambda t: F.adjust_hue(t, self.hue),
+        )
+        for i in self.order:
+            x = ops[i](x)
+        return x
+
+
+def normalize(clip_uint8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    x = clip_uint8.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - m) / s
+
+
+@dataclass(frozen=True)
+class ClipAugment:
+    """MoCo-v2 per-view augmentation: RandomResizedCrop(scale 0.2-1), ColorJitter(0.4, 0.4, 0.4,
+    0.1) with p = 0.8, grayscale p = 0.2, Gaussian blur sigma 0.1-2 with p = 0.5, horizontal flip,
+    then normalisation with ``mean``/``std`` (recorded in checkpoints and exports)."""
+
+    size: int = 224
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    p_jitter: float = 0.8
+    p_gray: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    p_blur: float = 0.5
+    p_flip: float = 0.5
+    per_frame_jitter: bool = False
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def blur_kernel(self) -> int:
+        k = max(int(0.1 * self.size), 3)  # 10% of the crop, as MoCo-v2 (23 px at 224)
+        return k if k % 2 == 1 else k + 1
+
+    def __call__(self, clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if clip.ndim != 4 or clip.shape[1] != 3 or clip.dtype != torch.uint8:
+            raise ValueError(f"expected a (T, 3, H, W) uint8 clip, got {tuple(clip.shape)} {clip.dtype}")
+        top, left, h, w = resized_crop_params(clip.shape[-2], clip.shape[-1], self.scale, self.ratio, g)
+        x = F.resized_crop(clip, top, left, h, w, [self.size, self.size], antialias=True)
+        if self.per_frame_jitter:
+            frames = []
+            for frame in x:
+                if _coin(g, self.p_jitter):
+                    frame = ColorJitterParams.draw(self.jitter, g).apply(frame)
+                frames.append(frame)
+            x = torch.stack(frames)
+        elif _coin(g, self.p_jitter):
+            x = ColorJitterParams.draw(self.jitter, g).apply(x)
+        if _coin(g, self.p_gray):
+            x = F.rgb_to_grayscale(x, num_output_channels=3)
+        if _coin(g, self.p_blur):
+            sigma = _uniform(g, *self.blur_sigma)
+            x = F.gaussian_blur(x, [self.blur_kernel, self.blur_kernel], [sigma, sigma])
+        if _coin(g, self.p_flip):
+            x = F.horizontal_flip(x)
+        return normalize(x, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Evaluation: resize the short side to ``resize``, centre crop ``crop`` (SeCo: 256 → 224),
+    normalise. Deterministic; the generator argument is accepted and ignored."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, clip: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        x = F.resize(clip, [self.resize], antialias=True)
+        x = F.center_crop(x, [self.crop, self.crop])
+        return normalize(x, self.mean, self.std)
