@@ -84,7 +84,8 @@ def main() -> None:
         files = make_videos(Path(tmp), args.videos, args.frames, args.width, args.height)
         print(f"# {args.videos} videos x {args.frames} frames at {args.width}x{args.height}; "
               f"{platform.processor() or platform.machine()}, torch {torch.__version__}\n")
-        print("| format | backend | sampler | frames/sample | ms/sample | frames/s | vs whole-video decode | peak RSS MB |")
+        print("| format | backend | sampler | frames/sample | ms/sample | frames/s "
+              "| vs whole-video decode | peak RSS MB |")
         print("|---|---|---|---:|---:|---:|---:|---:|")
         for fmt, paths in files.items():
             for backend in backends:

@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from vidssl.errors import VidsslError
 
@@ -110,6 +111,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from vidssl.engine.config import load_config
+    from vidssl.engine.train import CHECKPOINT, train
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides += [f"data.source={args.data}", f"data.layout={args.layout}"]
+    if args.out:
+        overrides.append(f"train.out={args.out}")
+    cfg = load_config(args.config, overrides, args.method)
+    if args.out is None and args.config is None and "train.out" not in " ".join(args.overrides):
+        cfg.train.out = f"runs/{cfg.method}"
+    resume = args.resume
+    if resume == "auto":
+        resume = str(Path(cfg.train.out) / CHECKPOINT)
+    train(cfg, resume)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vidssl.engine.export import export_backbone
+
+    weights, meta = export_backbone(args.checkpoint, args.out)
+    print(f"wrote {weights} and {meta}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidssl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -132,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(p)
     p.add_argument("--videos", type=int, default=20, help="number of videos to time")
     p.set_defaults(func=cmd_data_bench)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (torchrun for several processes)")
+    p.add_argument("--method", default=None, help="seco, moco (default: the config's, else seco)")
+    p.add_argument("--config", default=None, help="YAML file or built-in config name (e.g. seco_laptop)")
+    p.add_argument("--data", default=None, help="dataset path (default: the built-in synthetic videos)")
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<method>)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue from a checkpoint (default: <run folder>/checkpoint.pt)")
+    p.add_argument("overrides", nargs="*", help="config overrides: key=value (e.g. optim.lr=0.1)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("export", help="write the backbone as torchvision-compatible weights + JSON")
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="OUT.safetensors or OUT.pt")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")

@@ -1,0 +1,92 @@
+"""Run by tests/test_ddp.py under ``torchrun --nproc_per_node 2``: one SeCo training step with
+different data on each rank, then a dump of what each rank holds."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from vidssl.engine.distributed import setup, teardown
+from vidssl.methods.seco import SeCo, SeCoConfig
+from vidssl.models.backbones import Backbone
+from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad
+from vidssl.modules.shuffle_bn import shuffle_bn_forward
+
+
+def main(out: str) -> None:
+    ctx = setup("cpu")
+    rank = ctx.rank
+    torch.manual_seed(0)  # same initial weights on both ranks (DDP also broadcasts them)
+    method = SeCo(SeCoConfig(queue_size=32, head_hidden=16, head_dim=8, momentum=0.9), Backbone("tiny2d"),
+                  distributed=True)
+    model = DistributedDataParallel(method, broadcast_buffers=False)
+    opt = torch.optim.SGD(method.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(100 + rank)  # different data per rank
+    views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(4)]
+    info = {"order": torch.randint(0, 2, (4,), generator=g)}
+
+    # Record the local keys the method hands to the queue (before the gather).
+    recorded = {}
+    enqueue = method.queue.enqueue
+
+    def spy(keys: torch.Tensor, gather: bool = True) -> None:
+        recorded["local"] = keys.detach().clone()
+        enqueue(keys, gather)
+
+    method.queue.enqueue = spy
+    loss, _ = model(views, info, torch.Generator().manual_seed(7))
+    loss.backward()
+    opt.step()
+    keys_q = method.queue.keys.clone()
+    all_keys = all_gather_nograd(recorded["local"])  # rank 0's 12 keys, then rank 1's
+
+    local = torch.full((3, 2), float(rank))
+    gathered = all_gather_nograd(local)
+
+    # Gather with gradient: d/dx of sum over ranks of (rank + 1) * sum(gathered) = sum_r (r + 1).
+    x = torch.ones(2, 3, requires_grad=True)
+    (all_gather_with_grad(x).sum() * (rank + 1)).backward()
+
+    # Shuffle-BN across ranks: in eval mode it must equal the plain computation.
+    enc = method.encoder_k
+    for buf in enc.buffers():  # BN running stats are per rank (broadcast_buffers=False): align them
+        dist.broadcast(buf, src=0)
+    enc.eval()
+    xb = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(50 + rank))
+    sbn_eval = shuffle_bn_forward(enc, xb, distributed=True, generator=torch.Generator().manual_seed(3))
+    plain = enc(xb)
+    # Train mode: rows must equal encoding this rank's slice of the shuffled global batch.
+    enc.train()
+    perm_gen = torch.Generator().manual_seed(4)
+    x_all = all_gather_nograd(xb)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(4))
+    sbn_train = shuffle_bn_forward(enc, xb, distributed=True, generator=perm_gen)
+    with torch.no_grad():
+        outs = torch.cat([enc(x_all[perm[r * 4:(r + 1) * 4]]) for r in range(2)])
+    expected = torch.empty_like(outs)
+    expected[perm] = outs
+
+    result = {
+        "rank": rank,
+        "queue": keys_q.tolist(),
+        "expected_head": all_keys.tolist(),
+        "ptr": int(method.queue.ptr),
+        "params": [p.detach().flatten()[:50].tolist() for p in method.encoder_q.parameters()][:6],
+        "param_sum": float(sum(p.detach().double().sum() for p in method.encoder_q.parameters())),
+        "gathered": gathered.tolist(),
+        "grad_x": x.grad.tolist(),
+        "sbn_eval_err": float((sbn_eval - plain).abs().max()),
+        "sbn_train_err": float((sbn_train - expected[rank * 4:(rank + 1) * 4]).abs().max()),
+    }
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump(result, fh)
+    dist.barrier()
+    teardown(ctx)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

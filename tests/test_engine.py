@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from vidssl.cli import main
+from vidssl.engine.checkpoint import load_checkpoint
+from vidssl.engine.config import load_config
+from vidssl.engine.export import load_exported
+from vidssl.engine.train import train
+from vidssl.errors import ConfigError
+from vidssl.models.backbones import Backbone
+
+SMALL = ["data.synthetic_videos=40", "data.synthetic_size=32", "data.synthetic_frames=16",
+         "data.num_workers=0", "train.batch_size=8", "train.log_every=1", "augment.size=24",
+         "seco.queue_size=64", "seco.head_hidden=32"]
+
+
+def losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def test_resume_continues_exactly(tmp_path):
+    # 40 videos -> 30 train -> 3 steps per epoch: the interruption falls mid-epoch.
+    full = load_config(None, SMALL + [f"train.out={tmp_path / 'full'}", "train.max_steps=7", "train.epochs=3"])
+    train(full)
+    part = load_config(None, SMALL + [f"train.out={tmp_path / 'part'}", "train.max_steps=4", "train.epochs=3"])
+    train(part)
+    assert load_checkpoint(tmp_path / "part/checkpoint.pt")["step"] == 4
+    resumed = load_config(None, SMALL + [f"train.out={tmp_path / 'part'}", "train.max_steps=7"])
+    train(resumed, resume=str(tmp_path / "part/checkpoint.pt"))
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "part")
+    assert sorted(b) == list(range(1, 8))
+    for step in range(1, 8):
+        assert a[step] == b[step], (step, a[step], b[step])
+    sa = load_checkpoint(tmp_path / "full/checkpoint.pt")["model"]
+    sb = load_checkpoint(tmp_path / "part/checkpoint.pt")["model"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k  # weights, EMA encoder and queue alike
+
+
+@pytest.mark.slow
+def test_smoke_pretrain_loss_falls(tmp_path):
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.epochs=20", "seco.losses=[inter]",
+                                     "optim.warmup_epochs=1", "optim.lr=0.4"])
+    train(cfg)
+    # The queue starts with random keys (an easy task); it holds real keys from step 3 on
+    # (64 slots, 24 keys per step), so compare with the steps after that.
+    values = list(losses(tmp_path).values())
+    first, last = sum(values[3:9]) / 6, sum(values[-6:]) / 6
+    assert last < first - 0.4, (first, last)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_export_loads_strictly_into_torchvision(tmp_path, suffix):
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.max_steps=1", "model.arch=resnet18"])
+    train(cfg)
+    assert main(["export", str(tmp_path / "checkpoint.pt"), str(tmp_path / f"r18{suffix}")]) == 0
+    weights = load_exported(tmp_path / f"r18{suffix}")
+    meta = json.loads((tmp_path / "r18.json").read_text())
+    assert meta["arch"] == "resnet18" and meta["input_layout"] == "B,C,H,W" and meta["feature_dim"] == 512
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["input_size"] == 24
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Identity()
+    model.load_state_dict(weights, strict=True)
+    # The exported weights are the trained ones, not a fresh init.
+    state = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    assert torch.equal(weights["conv1.weight"], state["encoder_q.backbone.net.conv1.weight"])
+    model.eval()
+    ours = Backbone("resnet18")
+    ours.net.load_state_dict(weights)
+    ours.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(x), ours(x), atol=1e-5)
+
+
+def test_video_backbones_and_levels():
+    for arch, shape in (("tiny3d", (2, 3, 4, 32, 32)), ("r3d_18", (1, 3, 4, 32, 32))):
+        net = Backbone(arch)
+        x = torch.randn(*shape)
+        levels = net.forward_levels(x)
+        assert list(levels) == ["low", "mid", "high"] and net(x).shape == (shape[0], net.feature_dim)
+    with pytest.raises(ValueError, match="takes"):
+        Backbone("tiny3d")(torch.randn(2, 3, 32, 32))
+
+
+def test_config_errors_name_the_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'optim.lrr'"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'train.epoch'"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"train.batch_size: expected int"):
+        load_config(None, ["train.batch_size=big"])
+    bad.write_text("!!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(str(bad))
+    assert load_config(None, ["optim.lr=1", "seco.losses=[inter, intra]"]).optim.lr == 1.0
+
+
+def test_builtin_paper_configs_load():
+    cfg = load_config("seco_kinetics400")
+    assert (cfg.model.arch, cfg.train.batch_size, cfg.seco.queue_size, cfg.optim.lr) == ("resnet50", 512, 131072, 0.2)
+    assert cfg.train.epochs == 400 and cfg.optim.warmup_epochs == 5 and cfg.augment.size == 224
+    for name in ("seco_ucf101", "seco_laptop", "moco_kinetics400", "moco_laptop"):
+        load_config(name)
+
+
+def test_cli_pretrain_unknown_key_is_one_line(capsys):
+    assert main(["pretrain", "--method", "seco", "optim.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'optim.nope'" in err and "Traceback" not in err
+
+
+def test_moco_baseline_trains(tmp_path):
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.max_steps=2", "moco.queue_size=64",
+                                     "moco.head_hidden=32"], method="moco")
+    train(cfg)
+    assert len(losses(tmp_path)) == 2

@@ -1,0 +1,67 @@
+"""Each loss against a hand-written reference (explicit sums of exponentials) on fixed tensors."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def ref_nce(q, pos, negs, tau):
+    """-log(e^{q.k+/t} / (e^{q.k+/t} + sum_n e^{q.k_n/t})) for one query, in plain Python."""
+    dot = lambda a, b: sum(float(x) * float(y) for x, y in zip(a, b, strict=True))  # noqa: E731
+    num = math.exp(dot(q, pos) / tau)
+    den = num + sum(math.exp(dot(q, n) / tau) for n in negs)
+    return -math.log(num / den)
+
+
+def test_info_nce_shared_negatives():
+    q, k, queue = unit(4, 8, seed=0), unit(4, 8, seed=1), unit(6, 8, seed=2)
+    expected = sum(ref_nce(q[i], k[i], queue, 0.1) for i in range(4)) / 4
+    assert math.isclose(float(info_nce(q, k, queue, 0.1)), expected, rel_tol=1e-5)
+
+
+def test_info_nce_per_query_negatives():
+    q, k, negs = unit(3, 5, seed=3), unit(3, 5, seed=4), unit(3, 2, 5, seed=5)
+    expected = sum(ref_nce(q[i], k[i], negs[i], 0.2) for i in range(3)) / 3
+    assert math.isclose(float(info_nce(q, k, negs, 0.2)), expected, rel_tol=1e-5)
+
+
+def test_info_nce_known_value():
+    # q == k+ and one orthogonal negative: -log(e^{10} / (e^{10} + e^0))
+    q = torch.tensor([[1.0, 0.0]])
+    loss = info_nce(q, q, torch.tensor([[0.0, 1.0]]), tau=0.1)
+    assert math.isclose(float(loss), math.log1p(math.exp(-10)), abs_tol=1e-6)
+
+
+def test_seco_inter_is_mean_of_one_nce_per_positive():
+    q, queue = unit(4, 8, seed=6), unit(10, 8, seed=7)
+    keys = [unit(4, 8, seed=s) for s in (8, 9, 10)]
+    expected = sum(ref_nce(q[i], k[i], queue, 0.1) for k in keys for i in range(4)) / 12
+    assert math.isclose(float(seco_inter_loss(q, keys, queue, 0.1)), expected, rel_tol=1e-5)
+
+
+def test_seco_intra_two_way_softmaxes():
+    q, same = unit(4, 8, seed=11), unit(4, 8, seed=12)
+    others = [unit(4, 8, seed=13), unit(4, 8, seed=14)]
+    expected = sum(ref_nce(q[i], same[i], [o[i]], 0.1) for o in others for i in range(4)) / 8
+    assert math.isclose(float(seco_intra_loss(q, same, others, 0.1)), expected, rel_tol=1e-5)
+
+
+def test_order_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0])
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.e))) / 2
+    assert math.isclose(float(order_cross_entropy(logits, labels)), expected, rel_tol=1e-6)
+
+
+def test_losses_are_float32_under_bf16_inputs():
+    q, k, queue = (unit(4, 8, seed=s).bfloat16() for s in (0, 1, 2))
+    assert info_nce(q, k, queue).dtype == torch.float32

@@ -1,0 +1,207 @@
+"""Typed configuration: dataclasses whose defaults are the laptop settings (``vidssl pretrain
+--method seco`` with no other argument trains in minutes on CPU); the papers' settings are YAML
+files in ``vidssl/configs/``. Dataclasses are loaded from YAML (``yaml.safe_load``) and
+``key=value`` overrides. An unknown key or a value of the wrong type is a :class:`ConfigError` naming the key and
+the file (or ``command line``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidssl.errors import ConfigError
+from vidssl.methods import METHODS
+from vidssl.methods.moco import MoCoConfig
+from vidssl.methods.seco import SeCoConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" (built in) or a dataset path
+    layout: str = "auto"
+    split: int = 1
+    subset: str = "train"
+    root: str = ""
+    backend: str = "auto"
+    num_workers: int = 2
+    strict: bool = False
+    short_videos: str = "skip"
+    synthetic_videos: int = 200
+    synthetic_size: int = 64
+    synthetic_frames: int = 64
+    synthetic_seed: int = 0
+    synthetic_labels: str = "motion"
+
+
+@dataclass
+class AugmentConfig:
+    size: int = 32
+    scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    per_frame_jitter: bool = False
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "tiny2d"
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | lars | adam
+    lr: float = 0.1  # learning rate at a global batch of ref_batch; scaled linearly with the batch
+    ref_batch: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 2.0
+    schedule: str = "cosine"  # cosine | step
+    milestones: list[float] = field(default_factory=lambda: [0.7])  # step schedule, fractions
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32  # global: summed over ranks and accumulation steps
+    accumulate: int = 1
+    max_steps: int = 0  # stop after this many optimizer steps (0: train all epochs)
+    seed: int = 0
+    out: str = "runs/pretrain"
+    ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
+    log_every: int = 5
+    amp: bool = True  # bf16 autocast on GPU (logits and losses stay float32)
+    device: str = "auto"  # auto | cpu | cuda
+    nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
+
+
+@dataclass
+class Config:
+    method: str = "seco"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seco: SeCoConfig = field(default_factory=SeCoConfig)
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
+
+    def method_config(self) -> Any:
+        return getattr(self, self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(value: Any, typ: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        for t in typing.get_args(typ):
+            try:
+                return _coerce(value, t, key, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {key}: {value!r} is not a valid {typ}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(typ)[:1] or (Any,)
+        return [_coerce(v, item, key, where) for v in value]
+    if typ is Any:
+        return value
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is type(None) and value is None:
+        return None
+    if typ in (int, float, str, bool) and (not isinstance(value, typ) or (typ is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: {key}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], where: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{full}' must be a mapping of keys")
+            _apply(current, value, where, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, where))
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML path, or the name of a built-in config (``vidssl/configs/<name>.yaml``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    builtin = CONFIG_DIR / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    known = ", ".join(sorted(f.stem for f in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {name!r} not found (a YAML file, or one of: {known})")
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None,
+                method: str | None = None) -> Config:
+    """Defaults, then the YAML file, then ``--method``, then ``key=value`` overrides."""
+    cfg = Config()
+    if path:
+        file = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: invalid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of keys")
+        _apply(cfg, data, str(file))
+    if method:
+        cfg.method = method
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"command line: override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"command line: {key}: cannot parse {raw!r} ({exc})") from exc
+        _apply(cfg, _nested(key.strip(), value), "command line")
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method: unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    try:
+        cfg.method_config().validate()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return cfg
+
+
+def config_from_yaml_text(text: str) -> Config:
+    """Rebuild a config saved in a checkpoint (safe YAML)."""
+    cfg = Config()
+    _apply(cfg, yaml.safe_load(text), "checkpoint config")
+    return cfg

@@ -1,0 +1,82 @@
+"""Optimizers (SGD, LARS, Adam) and the per-iteration learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vidssl.errors import ConfigError
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise trust ratio ``eta * ||w|| / (||g|| + wd * ||w||)``
+    (You et al. 2017), as used by SimCLR/CORP. Parameter groups with ``lars=False`` (biases and
+    normalisation parameters, by :func:`param_groups`) get plain SGD without weight decay."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "eta": eta, "lars": True})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["lars"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
+                    g = g * trust
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay (and LARS adaptation) on weights of rank >= 2 only; none on biases and norms."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "lars": True},
+            {"params": no_decay, "weight_decay": 0.0, "lars": False}]
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        for g in groups:
+            g.pop("lars")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        for g in groups:
+            g.pop("lars")
+        return torch.optim.Adam(groups, lr=lr)
+    raise ConfigError(f"optim.name: unknown optimizer {name!r} (sgd, lars, adam)")
+
+
+def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int, schedule: str,
+          milestones: list[float], gamma: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then half-cosine decay to 0 (``cosine``) or a decay by
+    ``gamma`` at each milestone fraction of ``total_steps`` (``step``). Evaluated every iteration."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "cosine":
+        span = max(total_steps - warmup_steps, 1)
+        progress = min((step - warmup_steps) / span, 1.0)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return base_lr * gamma ** sum(step >= m * total_steps for m in milestones)
+    raise ConfigError(f"optim.schedule: unknown schedule {schedule!r} (cosine, step)")

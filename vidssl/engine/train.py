@@ -1,0 +1,229 @@
+"""The training loop: plain PyTorch, DDP under ``torchrun``, exact resume.
+
+Determinism: data randomness is a function of ``(seed, epoch, index)``, the per-epoch shuffle a
+function of ``(seed, epoch)``, shuffle-BN's permutation a function of ``(seed, step)``; the
+checkpoint holds the model (with momentum encoders and queues), optimizer, step and RNG state, so
+a resumed run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from vidssl.data.dataset import FileOpener, VideoDataset, seed_worker
+from vidssl.data.records import VideoSource
+from vidssl.data.sources import load_source
+from vidssl.data.synthetic import SyntheticVideos
+from vidssl.data.transforms import ClipAugment
+from vidssl.engine.checkpoint import load_checkpoint, save_atomic
+from vidssl.engine.config import Config, config_from_yaml_text
+from vidssl.engine.distributed import DistContext, setup, teardown
+from vidssl.engine.logger import RunLogger
+from vidssl.engine.optim import build_optimizer, lr_at
+from vidssl.errors import ConfigError, VidsslError
+from vidssl.methods import METHODS
+from vidssl.models.backbones import Backbone
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingError(VidsslError):
+    """The run cannot go on (non-finite loss, ...); the last good checkpoint is intact."""
+
+
+def build_source(cfg: Config) -> tuple[VideoSource, Any]:
+    """The dataset's records and its reader factory (the built-in synthetic set by default)."""
+    d = cfg.data
+    if d.source == "synthetic":
+        videos = SyntheticVideos(d.synthetic_videos, d.synthetic_size, d.synthetic_frames,
+                                 d.synthetic_seed, d.synthetic_labels)
+        return videos.source(d.subset if d.subset in ("train", "test") else "all"), videos.open
+    source = load_source(d.source, d.layout, d.split, d.subset, d.root or None)
+    return source, FileOpener(d.backend)
+
+
+def build_method(cfg: Config, distributed: bool) -> nn.Module:
+    backbone = Backbone(cfg.model.arch)
+    method_cls = METHODS[cfg.method]
+    return method_cls(cfg.method_config(), backbone, distributed)
+
+
+def build_dataset(cfg: Config) -> VideoDataset:
+    source, opener = build_source(cfg)
+    spec = METHODS[cfg.method].data_spec(cfg.method_config())
+    a = cfg.augment
+    transform = ClipAugment(size=a.size, scale=tuple(a.scale), per_frame_jitter=a.per_frame_jitter,
+                            mean=tuple(a.mean), std=tuple(a.std))
+    return VideoDataset(source, spec["sampler"], transform, opener, repeat=spec["repeat"],
+                        layout=spec["layout"], seed=cfg.train.seed, strict=cfg.data.strict,
+                        short_videos=cfg.data.short_videos)
+
+
+def epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int, per_rank: int) -> list[int]:
+    """This rank's sample indices for ``epoch``: one seeded permutation of the whole dataset,
+    cut to full global batches, dealt round-robin to the ranks."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+    usable = (n // (per_rank * world)) * per_rank * world
+    return perm[:usable][rank::world]
+
+
+@dataclass
+class Plan:
+    """Batch arithmetic, resolved once."""
+
+    micro_batch: int  # per rank, per forward pass
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr: float
+
+    @staticmethod
+    def make(cfg: Config, dataset_len: int, world: int) -> Plan:
+        t = cfg.train
+        per_step = world * t.accumulate
+        if t.batch_size % per_step:
+            raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by world size {world} "
+                              f"x train.accumulate {t.accumulate}")
+        micro = t.batch_size // per_step
+        steps = dataset_len // t.batch_size
+        if steps == 0:
+            raise ConfigError(f"train.batch_size {t.batch_size} exceeds the dataset ({dataset_len} videos)")
+        total = steps * t.epochs
+        lr = cfg.optim.lr * t.batch_size / cfg.optim.ref_batch
+        return Plan(micro, steps, total, round(cfg.optim.warmup_epochs * steps), lr)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def train(cfg: Config, resume: str | None = None) -> Path:
+    """Pretrain ``cfg.method``; returns the run folder. ``resume``: a checkpoint path."""
+    ctx = setup(cfg.train.device)
+    try:
+        return _train(cfg, ctx, resume)
+    finally:
+        teardown(ctx)
+
+
+def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
+    out = Path(cfg.train.out)
+    state = None
+    if resume:
+        state = load_checkpoint(resume)
+        saved = config_from_yaml_text(state["config"])
+        saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
+        saved.data.num_workers = cfg.data.num_workers
+        cfg = saved
+    torch.manual_seed(cfg.train.seed)
+    dataset = build_dataset(cfg)
+    plan = Plan.make(cfg, len(dataset), ctx.world_size)
+    method = build_method(cfg, ctx.distributed).to(ctx.device)
+    optimizer = build_optimizer(cfg.optim.name, method, plan.lr, cfg.optim.momentum, cfg.optim.weight_decay)
+    step = 0
+    if state is not None:
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], ctx.device)
+    model: nn.Module = method
+    if ctx.distributed:
+        model = DistributedDataParallel(method, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(cfg.to_yaml())
+    last_step = plan.total_steps if not cfg.train.max_steps else min(plan.total_steps, cfg.train.max_steps)
+    logger = RunLogger(out, last_step, ctx.is_main, start_step=step)
+    if ctx.is_main:
+        logger.message(f"{cfg.method}: {len(dataset)} videos, {cfg.model.arch}, global batch "
+                       f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
+                       f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
+                       f"device {ctx.device}, run folder {out}" + (f", resumed at step {step}" if step else ""))
+    use_amp = cfg.train.amp and ctx.device.type == "cuda"
+    skipped_videos, skipped_steps = 0, 0
+
+    def checkpoint() -> None:
+        if ctx.is_main:
+            save_atomic({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                         "rng": _rng_state(ctx.device), "config": cfg.to_yaml(), "method": cfg.method,
+                         "arch": cfg.model.arch}, out / CHECKPOINT)
+
+    method.train()
+    while step < last_step:
+        epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+        dataset.set_epoch(epoch)
+        indices = epoch_indices(len(dataset), cfg.train.seed, epoch, ctx.rank, ctx.world_size,
+                                plan.micro_batch * cfg.train.accumulate)
+        indices = indices[in_epoch * plan.micro_batch * cfg.train.accumulate:]
+        loader = DataLoader(dataset, batch_size=plan.micro_batch, sampler=indices, drop_last=True,
+                            num_workers=cfg.data.num_workers, worker_init_fn=seed_worker,
+                            pin_memory=ctx.device.type == "cuda")
+        batches = iter(loader)
+        for _ in range(in_epoch, plan.steps_per_epoch):
+            if step >= last_step:
+                break
+            lr = lr_at(step, plan.lr, plan.total_steps, plan.warmup_steps, cfg.optim.schedule,
+                       cfg.optim.milestones, cfg.optim.gamma)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            generator = torch.Generator().manual_seed(cfg.train.seed * 1000003 + step)
+            totals: dict[str, float] = {}
+            loss_sum = torch.zeros((), device=ctx.device)
+            for micro in range(cfg.train.accumulate):
+                batch = next(batches)
+                skipped_videos += int(batch["skipped"].sum())
+                views = [v.to(ctx.device, non_blocking=True) for v in batch["views"]]
+                info = {k: v.to(ctx.device, non_blocking=True) for k, v in batch["info"].items()}
+                sync = contextlib.nullcontext()
+                if ctx.distributed and micro < cfg.train.accumulate - 1:
+                    sync = model.no_sync()
+                with sync:
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                        loss, parts = model(views, info, generator)
+                    (loss / cfg.train.accumulate).backward()
+                loss_sum += loss.detach() / cfg.train.accumulate
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.train.accumulate
+            loss_value = float(loss_sum)
+            if not math.isfinite(loss_value):
+                optimizer.zero_grad(set_to_none=True)
+                if cfg.train.nan_policy == "skip":
+                    skipped_steps += 1
+                    logger.message(f"non-finite loss {loss_value} at step {step}: step skipped "
+                                   f"({skipped_steps} so far)")
+                    step += 1
+                    continue
+                raise TrainingError(f"non-finite loss {loss_value} at step {step} ({totals}); the last "
+                                    f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
+                                    "set train.nan_policy=skip.")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if ctx.is_main and (step % cfg.train.log_every == 0 or step == last_step):
+                logger.log(step, epoch, {"loss": loss_value, **totals, "lr": lr,
+                                         "skipped_videos": float(skipped_videos)})
+            if step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step:
+                checkpoint()
+        del batches, loader
+    logger.close()
+    if ctx.is_main:
+        logger.message(f"done: {step} steps; checkpoint {out / CHECKPOINT}"
+                       + (f"; {skipped_videos} unusable videos skipped" if skipped_videos else ""))
+    return out

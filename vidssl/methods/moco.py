@@ -1,0 +1,64 @@
+"""MoCo-v2 on frames: the baseline SeCo is measured against (= SeCo-Inter with one positive).
+
+Two views of one random frame; query through the online encoder, key through the momentum encoder
+(shuffle-BN); InfoNCE against the queue (MoCo eq. 1 / SeCo eq. 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vidssl.data.samplers import RandomClipsSampler
+from vidssl.losses import info_nce
+from vidssl.methods.seco import KeyEncoder
+from vidssl.models.backbones import Backbone
+from vidssl.models.heads import mlp
+from vidssl.modules.momentum import ema_update_, momentum_copy
+from vidssl.modules.queue import KeyQueue
+from vidssl.modules.shuffle_bn import shuffle_bn_forward
+
+
+@dataclass
+class MoCoConfig:
+    tau: float = 0.2
+    queue_size: int = 1024  # MoCo-v2: 65536
+    momentum: float = 0.99  # MoCo-v2: 0.999
+    head_hidden: int = 512  # MoCo-v2: 2048
+    head_dim: int = 128
+    shuffle_bn_splits: int = 2
+
+    def validate(self) -> None:
+        pass
+
+
+class MoCoV2(nn.Module):
+    config_class = MoCoConfig
+
+    def __init__(self, cfg: MoCoConfig, backbone: Backbone, distributed: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.distributed = distributed
+        self.encoder_q = KeyEncoder(backbone, {"proj": mlp([backbone.feature_dim, cfg.head_hidden, cfg.head_dim])})
+        self.encoder_k = momentum_copy(self.encoder_q)
+        self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder_q.backbone
+
+    @staticmethod
+    def data_spec(cfg: MoCoConfig) -> dict:
+        return {"sampler": RandomClipsSampler(num_clips=1, clip_len=1), "repeat": (2,), "layout": "frame"}
+
+    def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        view_q, view_k = views
+        q = self.encoder_q(view_q)
+        with torch.no_grad():
+            ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
+            k = shuffle_bn_forward(self.encoder_k, view_k, self.distributed, self.cfg.shuffle_bn_splits, generator)
+        loss = info_nce(q, k, self.queue.keys.clone().detach(), self.cfg.tau)
+        self.queue.enqueue(k, gather=self.distributed)
+        return loss, {"infonce": loss}

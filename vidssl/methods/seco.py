@@ -1,0 +1,103 @@
+"""SeCo: sequence contrastive learning (Yao et al., AAAI 2021; DESIGN.md §3).
+
+Per video: an anchor frame and two other frames (SeCoTripletSampler). The query is one view of the
+anchor through the online encoder; the keys are a second view of the anchor and one view of each
+other frame through the momentum encoder (shuffle-BN). Losses (eq. 5): L = L_inter + L_intra + L_order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidssl.data.samplers import SeCoTripletSampler
+from vidssl.losses import order_cross_entropy, seco_inter_loss, seco_intra_loss
+from vidssl.models.backbones import Backbone
+from vidssl.models.heads import mlp
+from vidssl.modules.momentum import ema_update_, momentum_copy
+from vidssl.modules.queue import KeyQueue
+from vidssl.modules.shuffle_bn import shuffle_bn_forward
+
+SECO_LOSSES = ("inter", "intra", "order")
+
+
+@dataclass
+class SeCoConfig:
+    """``losses`` selects the paper's ablation rows: ``[inter]``, ``[inter, intra]``,
+    ``[inter, intra, order]`` (the full method)."""
+
+    losses: list[str] = field(default_factory=lambda: ["inter", "intra", "order"])
+    tau: float = 0.1
+    queue_size: int = 1024  # paper: 131072
+    momentum: float = 0.99  # paper: 0.999
+    head_hidden: int = 512  # paper: 2048 (= the R50 feature size)
+    head_dim: int = 128
+    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
+
+    def validate(self) -> None:
+        bad = [x for x in self.losses if x not in SECO_LOSSES]
+        if bad or "inter" not in self.losses:
+            raise ValueError(f"seco.losses must include 'inter' and be drawn from {SECO_LOSSES}, got {self.losses}")
+
+
+class KeyEncoder(nn.Module):
+    """Backbone plus named projection heads; the online and momentum encoders share this shape."""
+
+    def __init__(self, backbone: Backbone, heads: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All head outputs, L2-normalised, concatenated along the feature axis."""
+        h = self.backbone(x)
+        return torch.cat([F.normalize(head(h), dim=1) for head in self.heads.values()], dim=1)
+
+    def split(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.heads.keys(), z.split(z.shape[1] // len(self.heads), dim=1), strict=True))
+
+
+class SeCo(nn.Module):
+    config_class = SeCoConfig
+
+    def __init__(self, cfg: SeCoConfig, backbone: Backbone, distributed: bool = False) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.distributed = distributed
+        dims = [backbone.feature_dim, cfg.head_hidden, cfg.head_dim]
+        self.encoder_q = KeyEncoder(backbone, {name: mlp(dims) for name in cfg.losses})
+        self.encoder_k = momentum_copy(self.encoder_q)
+        self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
+        if "order" in cfg.losses:
+            self.order_classifier = nn.Linear(3 * cfg.head_dim, 2)
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder_q.backbone
+
+    @staticmethod
+    def data_spec(cfg: SeCoConfig) -> dict:
+        """Sampler, augmented copies per sampled view (two of the anchor), and tensor layout."""
+        return {"sampler": SeCoTripletSampler(), "repeat": (2, 1, 1), "layout": "frame"}
+
+    def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        anchor_q, anchor_k, frame2, frame3 = views
+        q = self.encoder_q.split(self.encoder_q(anchor_q))
+        with torch.no_grad():
+            ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
+            keys = shuffle_bn_forward(self.encoder_k, torch.cat([anchor_k, frame2, frame3]),
+                                      self.distributed, self.cfg.shuffle_bn_splits, generator)
+            k = {name: z.chunk(3) for name, z in self.encoder_k.split(keys).items()}
+        parts = {"inter": seco_inter_loss(q["inter"], k["inter"], self.queue.keys.clone().detach(), self.cfg.tau)}
+        if "intra" in q:
+            parts["intra"] = seco_intra_loss(q["intra"], k["intra"][0], k["intra"][1:], self.cfg.tau)
+        if "order" in q:
+            features = torch.cat([q["order"], k["order"][1], k["order"][2]], dim=1)
+            parts["order"] = order_cross_entropy(self.order_classifier(features), info["order"])
+        self.queue.enqueue(torch.cat(k["inter"]), gather=self.distributed)
+        return sum(parts.values()), parts

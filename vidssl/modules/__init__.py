@@ -1,0 +1,1 @@
+"""Stateful building blocks: momentum encoder, key queue, shuffle-BN, gathers."""

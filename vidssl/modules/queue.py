@@ -1,0 +1,36 @@
+"""The key queue (MoCo memory): a FIFO ring of normalised keys, stored as buffers so that it is
+saved in checkpoints and restored exactly."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidssl.modules.distributed import all_gather_nograd
+
+
+class KeyQueue(nn.Module):
+    """``size`` keys of dimension ``dim``. ``enqueue`` writes the keys gathered from every rank
+    (when ``gather``) at the pointer, wrapping around the end; the oldest keys are overwritten.
+    The initial contents are random unit vectors from a fixed seed, identical on every rank."""
+
+    def __init__(self, size: int, dim: int, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=g), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, gather: bool = True) -> None:
+        keys = all_gather_nograd(keys.detach(), gather).to(self.keys.dtype)
+        n = keys.shape[0]
+        if n > self.size:
+            keys, n = keys[-self.size:], self.size
+        idx = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
+        self.keys[idx] = keys
+        self.ptr.copy_((self.ptr + n) % self.size)

@@ -1,0 +1,40 @@
+"""Shuffle-BN (MoCo): the key encoder sees a shuffled batch so that BatchNorm statistics cannot
+leak which query and key belong together.
+
+Across ranks: the global batch is gathered, permuted with a permutation drawn on rank 0 and
+broadcast, each rank encodes its slice, and the outputs are gathered and un-permuted. On one
+process the same effect is emulated by permuting the batch and encoding it in ``splits``
+independent chunks (each chunk has its own BN statistics, like one GPU's share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+from vidssl.modules.distributed import all_gather_nograd, is_distributed
+
+
+@torch.no_grad()
+def shuffle_bn_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                       distributed: bool = True, splits: int = 1,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """``encoder(x)`` computed on a shuffled batch, returned in the original order."""
+    if is_distributed(distributed):
+        world, rank = dist.get_world_size(), dist.get_rank()
+        x_all = all_gather_nograd(x)
+        perm = torch.randperm(x_all.shape[0], generator=generator).to(x.device)
+        dist.broadcast(perm, src=0)
+        local = perm.view(world, -1)[rank]
+        out_all = all_gather_nograd(encoder(x_all[local]))
+        unshuffled = torch.empty_like(out_all)
+        unshuffled[perm] = out_all
+        return unshuffled.view(world, -1, *out_all.shape[1:])[rank]
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    chunks = [encoder(c) for c in x[perm].chunk(max(splits, 1))]
+    out = torch.cat(chunks)
+    unshuffled = torch.empty_like(out)
+    unshuffled[perm] = out
+    return unshuffled
