@@ -124,3 +124,27 @@ def test_moco_baseline_trains(tmp_path):
                                      "moco.head_hidden=32"], method="moco")
     train(cfg)
     assert len(losses(tmp_path)) == 2
+
+
+def test_pretrain_on_a_ucf101_layout_with_resume_flag(ucf_dir, tmp_path, capsys):
+    args = ["pretrain", "--method", "seco", "--data", str(ucf_dir), "--layout", "ucf101", "--out", str(tmp_path),
+            "--resume", *SMALL, "train.max_steps=2", "train.batch_size=4"]
+    assert main(args) == 0
+    assert "starting from scratch" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert main([*args[:-2], "train.max_steps=3", "train.batch_size=4"]) == 0  # resumes at step 2
+    assert sorted(losses(tmp_path)) == [1, 2, 3]
+
+
+def test_lars_trust_ratio():
+    from vidssl.engine.optim import LARS
+
+    w = nn.Parameter(torch.full((2, 2), 3.0))
+    w.grad = torch.full((2, 2), 0.5)
+    LARS([{"params": [w], "weight_decay": 0.0, "lars": True}], lr=1.0, momentum=0.0, eta=0.1).step()
+    # update = lr * eta * ||w|| / ||g|| * g = 0.1 * 6 / 1 * 0.5 = 0.3
+    assert torch.allclose(w.detach(), torch.full((2, 2), 2.7))
+    b = nn.Parameter(torch.ones(2))
+    b.grad = torch.ones(2)
+    LARS([{"params": [b], "weight_decay": 0.0, "lars": False}], lr=0.1, momentum=0.0).step()
+    assert torch.allclose(b.detach(), torch.full((2,), 0.9))  # plain SGD for biases and norms

@@ -94,14 +94,18 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the built-in dataset: generate videos, check them, benchmark decoding."""
+    """The main job on the built-in dataset: generate videos, check them, benchmark decoding,
+    pretrain SeCo on them (laptop settings), export the backbone."""
     import tempfile
 
     out = args.out or tempfile.mkdtemp(prefix="vidssl-demo-")
+    run = str(Path(out) / "runs" / "seco")
     steps = [
-        ["data", "synth", out, "--videos", str(args.videos)],
-        ["data", "check", out],
-        ["data", "bench", out, "--videos", "10"],
+        ["data", "synth", str(Path(out) / "videos"), "--videos", str(args.videos)],
+        ["data", "check", str(Path(out) / "videos")],
+        ["data", "bench", str(Path(out) / "videos"), "--videos", "10"],
+        ["pretrain", "--method", "seco", "--out", run, f"train.epochs={args.epochs}"],
+        ["export", str(Path(run) / "checkpoint.pt"), str(Path(out) / "seco_tiny2d.safetensors")],
     ]
     for step in steps:
         print(f"\n$ vidssl {' '.join(step)}", flush=True)
@@ -116,6 +120,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from vidssl.engine.train import CHECKPOINT, train
 
     overrides = list(args.overrides)
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        overrides.insert(0, args.resume)  # `--resume key=value ...`: the flag took an override
+        args.resume = "auto"
     if args.data:
         overrides += [f"data.source={args.data}", f"data.layout={args.layout}"]
     if args.out:
@@ -124,8 +131,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.out is None and args.config is None and "train.out" not in " ".join(args.overrides):
         cfg.train.out = f"runs/{cfg.method}"
     resume = args.resume
-    if resume == "auto":
+    if resume == "auto":  # the run folder's checkpoint if there is one (SLURM requeues), else a fresh start
         resume = str(Path(cfg.train.out) / CHECKPOINT)
+        if not Path(resume).is_file():
+            print(f"no checkpoint at {resume} yet: starting from scratch", file=sys.stderr)
+            resume = None
     train(cfg, resume)
     return 0
 
@@ -168,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="auto")
     p.add_argument("--out", default=None, help="run folder (default: runs/<method>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue from a checkpoint (default: <run folder>/checkpoint.pt)")
+                   help="continue from a checkpoint (no value: <run folder>/checkpoint.pt if it exists)")
     p.add_argument("overrides", nargs="*", help="config overrides: key=value (e.g. optim.lr=0.1)")
     p.set_defaults(func=cmd_pretrain)
 
@@ -180,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")
     p.add_argument("--videos", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=30, help="pretraining epochs (laptop settings)")
     p.set_defaults(func=cmd_demo)
     return parser
 
