@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from vidssl.data.sources import load_source
-from vidssl.data.synthetic import MOTIONS, SyntheticVideos
+from vidssl.data.synthetic import MOTIONS, SyntheticVideos, ease_out
 
 
 def test_deterministic_by_seed():
@@ -16,12 +18,20 @@ def test_deterministic_by_seed():
     assert torch.equal(a.render(3, [5]), a.render(3, range(8))[5:6])  # frames are independent
 
 
-def test_motion_pairs_are_time_reversals(synth):
+def test_motion_pairs_follow_each_others_path_backwards(synth):
     p = synth._video_params(0)
     for forward in range(0, len(MOTIONS), 2):
         for u in np.linspace(0, 1, 7):
-            np.testing.assert_allclose(synth._actor_state(forward, u, p),
-                                       synth._actor_state(forward + 1, 1 - u, p), atol=1e-9)
+            # the twin's state at u is the original's state at the time it has as much progress left
+            u_twin = 1 - math.sqrt(1 - (1 - ease_out(u)))
+            np.testing.assert_allclose(synth._actor_state(forward + 1, u, p),
+                                       synth._actor_state(forward, u_twin, p), atol=1e-9)
+
+
+def test_motion_has_an_arrow_of_time(synth):
+    p = synth._video_params(0)  # MoveLeft: decelerates; the same video backwards would accelerate
+    xs = [synth._actor_state(0, u, p)[0] for u in (0.0, 0.5, 1.0)]
+    assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])
 
 
 def test_the_actor_moves(synth):

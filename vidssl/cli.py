@@ -148,6 +148,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from vidssl.eval.report import make_report
+
+    out = args.out or str(Path(args.dirs[0]) / "report")
+    table, written = make_report(args.dirs, out)
+    print(table)
+    print(f"\nwrote {out}/report.md and {len(written)} plot(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidssl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -186,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("out", help="OUT.safetensors or OUT.pt")
     p.set_defaults(func=cmd_export)
+
+    from vidssl.eval.cli import add_eval_parsers
+
+    add_eval_parsers(sub)
+    p = sub.add_parser("report", help="comparison table and plots from evaluation / pretraining folders")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--out", default=None, help="default: <first dir>/report")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")

@@ -250,3 +250,29 @@ class UniformClipSampler:
         starts = np.linspace(0, room, self.num_clips).round().astype(int)
         clips = tuple(clip_indices(int(s), self.clip_len, self.dilation, num_frames) for s in starts)
         return SamplePlan(clips, {"starts": tuple(int(s) for s in starts)})
+
+
+@dataclass(frozen=True)
+class TSNSampler:
+    """TSN (Wang et al. 2016): ``num_segments`` equal segments, one frame (or clip of
+    ``clip_len``) per segment: at a random position when training, at the segment centre when
+    ``rng`` is None (testing). One view per segment."""
+
+    num_segments: int = 3
+    clip_len: int = 1
+    dilation: int = 1
+
+    @property
+    def min_frames(self) -> int:
+        return self.num_segments
+
+    def plan(self, num_frames: int, rng: np.random.Generator | None = None) -> SamplePlan:
+        span = clip_span(self.clip_len, self.dilation)
+        starts = []
+        for start, end in segment_bounds(num_frames, self.num_segments):
+            last_start = max(end - span, start)
+            if rng is None:
+                starts.append((start + last_start) // 2)
+            else:
+                starts.append(int(rng.integers(start, last_start + 1)))
+        return SamplePlan(tuple(clip_indices(s, self.clip_len, self.dilation, num_frames) for s in starts))

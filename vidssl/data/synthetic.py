@@ -4,9 +4,12 @@ Each video shows a textured background that pans, one or two distractor objects 
 *actor* object that performs an action. Two label sets come with every video:
 
 - **motion** (10 classes) built from time-reversal pairs: MoveLeft/MoveRight, MoveUp/MoveDown,
-  Approach/Recede, RotateCW/RotateCCW, Appear/Vanish. The second class of each pair is exactly the
-  first played backwards (the actor's trajectory is evaluated at ``1 - u``), so only temporal order
-  separates them: the role Something-Something plays in the papers.
+  Approach/Recede, RotateCW/RotateCCW, Appear/Vanish. The second class of each pair follows the
+  first's path backwards, so the frames of two twins look alike and only temporal order separates
+  them: the role Something-Something plays in the papers. Every motion (the actor's and the
+  distractors') decelerates, as with friction (progress ``1 - (1 - u)^2``): a video played
+  backwards accelerates instead, so the arrow of time is visible, as in real video, and a twin is
+  not just the other's frames reversed.
 - **appearance** (5 classes): the actor's shape (Circle, Square, Triangle, Cross, Ring).
 
 Videos come in recording *groups* as UCF101 does: clips of one group share the scene (background
@@ -37,6 +40,11 @@ MOTIONS = (
 SHAPES = ("Circle", "Square", "Triangle", "Cross", "Ring")
 LABEL_SETS = ("motion", "appearance")
 SCHEME = "synth://"
+
+
+def ease_out(u: float) -> float:
+    """Decelerating progress from 0 to 1 (constant deceleration, as friction)."""
+    return 1.0 - (1.0 - u) ** 2
 
 
 def _shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -144,13 +152,19 @@ class SyntheticVideos:
     # ----- rendering -------------------------------------------------------------------------
     def _scene(self, i: int) -> dict:
         g = np.random.default_rng([self.seed, self.motion_of(i), self.group_of(i)])
+        grey = np.full(3, 128.0)
+        # A saturated actor colour (one channel high, one low) and the same hue darker for its
+        # stripes: the silhouette stays clear and rotation stays visible.
+        channels = g.permutation(3)
+        actor = np.empty(3)
+        actor[channels] = [g.uniform(200, 255), g.uniform(0, 60), g.uniform(0, 255)]
         return {
-            "bg_colors": (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
+            "bg_colors": (0.5 * grey + 0.5 * g.uniform(0, 255, 3), 0.5 * grey + 0.5 * g.uniform(0, 255, 3)),
             "bg_freqs": g.uniform(0.15, 0.5, 2),
             "bg_angles": g.uniform(0, math.pi, 2),
-            "actor_colors": (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
+            "actor_colors": (actor, 0.6 * actor),
             "actor_texture": int(g.integers(2)),  # striped or checked: rotation must be visible
-            "actor_freq": float(g.uniform(4, 9)),
+            "actor_freq": float(g.uniform(3, 6)),
         }
 
     def _video_params(self, i: int) -> dict:
@@ -159,13 +173,13 @@ class SyntheticVideos:
         s = self.size
         actor = _Object(
             SHAPES[self.shape_of(i)], scene["actor_colors"], scene["actor_texture"],
-            scene["actor_freq"], float(g.uniform(0.13, 0.18) * s),
+            scene["actor_freq"], float(g.uniform(0.22, 0.28) * s),
         )
         distractors = []
         for _ in range(int(g.integers(1, 3))):
             distractors.append((
                 _Object(SHAPES[int(g.integers(len(SHAPES)))], (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
-                        int(g.integers(3)), float(g.uniform(3, 8)), float(g.uniform(0.06, 0.1) * s)),
+                        int(g.integers(3)), float(g.uniform(3, 8)), float(g.uniform(0.05, 0.08) * s)),
                 g.uniform(0.1, 0.9, 2) * s,  # start position
                 g.uniform(-0.3, 0.3, 2) * s,  # displacement over the video
             ))
@@ -182,7 +196,7 @@ class SyntheticVideos:
     def _actor_state(self, motion: int, u: float, p: dict) -> tuple[float, float, float, float, float]:
         """(cx, cy, scale, angle, alpha) of the actor at normalised time u in [0, 1]."""
         pair, backwards = divmod(motion, 2)
-        v = 1.0 - u if backwards else u
+        v = 1.0 - ease_out(u) if backwards else ease_out(u)
         cx, cy = p["actor_pos"]
         d = p["travel"]
         scale, angle, alpha = 1.0, p["angle0"], 1.0
@@ -228,10 +242,10 @@ class SyntheticVideos:
             w = np.zeros_like(xx)
             for f, a in zip(scene["bg_freqs"], scene["bg_angles"], strict=True):
                 w += np.sin(f * (math.cos(a) * bx + math.sin(a) * by))
-            w = ((w / 2 + 1) / 2)[..., None]
+            w = (0.5 + 0.25 * w / 2)[..., None]  # a soft background: the actor must stand out
             img = w * scene["bg_colors"][0] + (1 - w) * scene["bg_colors"][1]
             for obj, start, disp in p["distractors"]:
-                self._paint(img, obj, *(start + disp * u), 1.0, 0.0, 1.0, xx, yy)
+                self._paint(img, obj, *(start + disp * ease_out(u)), 1.0, 0.0, 1.0, xx, yy)
             self._paint(img, p["actor"], *self._actor_state(self.motion_of(i), u, p), xx, yy)
             out[n] = np.clip(img, 0, 255).astype(np.uint8)
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

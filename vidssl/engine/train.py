@@ -104,6 +104,19 @@ class Plan:
         return Plan(micro, steps, total, round(cfg.optim.warmup_epochs * steps), lr)
 
 
+def _warn_queue_size(cfg: Config, dataset_len: int, logger: RunLogger | None) -> None:
+    """A queue longer than one epoch of keys holds older keys of the same videos as negatives:
+    instance discrimination then contradicts itself (common with the paper's queue on small data)."""
+    method_cfg = cfg.method_config()
+    per_video = METHODS[cfg.method].data_spec(method_cfg).get("keys_per_video", 0)
+    size = getattr(method_cfg, "queue_size", 0)
+    limit = (dataset_len - cfg.train.batch_size) * per_video
+    if logger is not None and per_video and size > limit:
+        logger.message(f"warning: {cfg.method}.queue_size={size} exceeds the {limit} keys that fit in one epoch "
+                       f"of {dataset_len} videos: the queue will hold keys of the query's own video as negatives. "
+                       f"Use {cfg.method}.queue_size<={max(limit, 1)}.")
+
+
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -156,6 +169,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
                        f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
                        f"device {ctx.device}, run folder {out}" + (f", resumed at step {step}" if step else ""))
+    _warn_queue_size(cfg, len(dataset), logger if ctx.is_main else None)
     use_amp = cfg.train.amp and ctx.device.type == "cuda"
     skipped_videos, skipped_steps = 0, 0
 

@@ -23,7 +23,7 @@ from vidssl.modules.shuffle_bn import shuffle_bn_forward
 @dataclass
 class MoCoConfig:
     tau: float = 0.2
-    queue_size: int = 1024  # MoCo-v2: 65536
+    queue_size: int = 96  # MoCo-v2: 65536; keep it below one epoch of keys (1 per video)
     momentum: float = 0.99  # MoCo-v2: 0.999
     head_hidden: int = 512  # MoCo-v2: 2048
     head_dim: int = 128
@@ -50,7 +50,8 @@ class MoCoV2(nn.Module):
 
     @staticmethod
     def data_spec(cfg: MoCoConfig) -> dict:
-        return {"sampler": RandomClipsSampler(num_clips=1, clip_len=1), "repeat": (2,), "layout": "frame"}
+        return {"sampler": RandomClipsSampler(num_clips=1, clip_len=1), "repeat": (2,), "layout": "frame",
+                "keys_per_video": 1}
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

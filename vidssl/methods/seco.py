@@ -31,7 +31,7 @@ class SeCoConfig:
 
     losses: list[str] = field(default_factory=lambda: ["inter", "intra", "order"])
     tau: float = 0.1
-    queue_size: int = 1024  # paper: 131072
+    queue_size: int = 256  # paper: 131072 (Kinetics); keep it below one epoch of keys (3 per video)
     momentum: float = 0.99  # paper: 0.999
     head_hidden: int = 512  # paper: 2048 (= the R50 feature size)
     head_dim: int = 128
@@ -81,8 +81,9 @@ class SeCo(nn.Module):
 
     @staticmethod
     def data_spec(cfg: SeCoConfig) -> dict:
-        """Sampler, augmented copies per sampled view (two of the anchor), and tensor layout."""
-        return {"sampler": SeCoTripletSampler(), "repeat": (2, 1, 1), "layout": "frame"}
+        """Sampler, augmented copies per sampled view (two of the anchor), tensor layout, and the
+        keys each video adds to the queue per step."""
+        return {"sampler": SeCoTripletSampler(), "repeat": (2, 1, 1), "layout": "frame", "keys_per_video": 3}
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from vidssl.cli import main
+from vidssl.errors import DataError
+from vidssl.eval.data import EvalData
+from vidssl.eval.encoders import load_encoder
+from vidssl.eval.features import FeatureSet, Protocol, extract, spatial_crops
+from vidssl.eval.linear import linear_probe, linear_svm
+from vidssl.eval.metrics import confusion_matrix, recall_at_k, topk_accuracy
+from vidssl.eval.order import order_probe
+from vidssl.eval.retrieval import check_groups_disjoint
+
+TINY = EvalData(synthetic_videos=40, synthetic_size=32, synthetic_frames=12)
+TINY_ARGS = ["--synthetic-videos", "40", "--synthetic-size", "32", "--synthetic-frames", "12"]
+
+
+def test_topk_and_confusion_known_answers():
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.1, 0.7, 0.2], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([0, 1, 1, 2])
+    assert topk_accuracy(scores, labels, 1) == 0.5  # rows 0 and 2
+    assert topk_accuracy(scores, labels, 2) == 0.75  # + row 1 (label 1 second)
+    cm = confusion_matrix(scores.argmax(1), labels, 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+
+
+def test_recall_at_k_known_answers():
+    gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.0]])
+    g_labels = torch.tensor([0, 1, 2, 3])
+    queries = torch.tensor([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.2]])
+    q_labels = torch.tensor([2, 1, 0])
+    # query 0: nearest 0 (label 0), then 2 (label 2): hit at rank 2
+    # query 1: nearest 1 (label 1): hit at rank 1; query 2: nearest 3, then 1, 2, 0: hit at rank 4
+    metrics, top = recall_at_k(queries, q_labels, gallery, g_labels, ks=(1, 2, 4))
+    assert metrics == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@4": pytest.approx(1.0)}
+    assert top[0].tolist()[:2] == [0, 2]
+
+
+def test_svm_and_probe_on_separable_data():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=g) * 5
+    def make(n):  # noqa: E306
+        y = torch.arange(n) % 4
+        return centres[y] + 0.3 * torch.randn(n, 16, generator=g), y
+    (xtr, ytr), (xte, yte) = make(80), make(40)
+    r = linear_svm(xtr, ytr, xte, yte, 4)
+    assert r.report["top1"] == 1.0 and r.C in (0.01, 0.1, 1.0, 10.0, 100.0) and len(r.cv_scores) == 5
+    assert linear_svm(xtr, ytr, xte, yte, 4, C=1.0).C == 1.0
+    assert linear_probe(xtr, ytr, xte, yte, 4)["top1"] == 1.0
+    # and on labels unrelated to the features it is near chance
+    shuffled = ytr[torch.randperm(80, generator=g)]
+    assert linear_svm(xtr, shuffled, xte, yte, 4, C=1.0).report["top1"] < 0.6
+
+
+def test_group_disjointness_guard():
+    def fs(groups):
+        return FeatureSet(torch.zeros(len(groups), 2), torch.zeros(len(groups), dtype=torch.long), ["x"] * len(groups),
+                          groups)
+    check_groups_disjoint(fs(["A_g01", "B_g02"]), fs(["A_g03", ""]))
+    with pytest.raises(DataError, match="shares 1 recording group"):
+        check_groups_disjoint(fs(["A_g01"]), fs(["A_g01", "A_g02"]))
+
+
+def test_order_probe_reads_time_from_features():
+    g = torch.Generator().manual_seed(0)
+    def feats(n):  # noqa: E306  "features" whose first half encodes time: learnable arrow and order
+        t = torch.randn(n, 8, generator=g)
+        fwd = torch.cat([t, torch.linspace(0, 1, 8).expand(n, 8)], 1)
+        rev = torch.cat([t, torch.linspace(1, 0, 8).expand(n, 8)], 1)
+        a, b = torch.cat([t, torch.zeros(n, 1)], 1), torch.cat([t, torch.ones(n, 1)], 1)
+        return {"fwd": fwd, "rev": rev, "a": a, "b": b}
+    m = order_probe(feats(30), feats(20))
+    assert m == {"arrow": 1.0, "clip_order": 1.0}
+
+
+def test_three_crops_cover_the_long_side():
+    x = torch.arange(10 * 30).view(1, 1, 10, 30).float()
+    left, centre, right = spatial_crops(x, 10, 3)
+    assert left[..., 0, 0].item() == 0 and right[..., 0, -1].item() == 29 and centre[..., 0, 0].item() == 10
+
+
+def test_features_are_cached_and_reused(tmp_path):
+    enc = load_encoder("random:tiny2d")
+    p = Protocol("frames", 4, crop=24)
+    a = extract(enc, TINY, "test", p, cache_dir=tmp_path)
+    assert a.cache_file and len(list(tmp_path.glob("*.pt"))) == 1
+    manifest = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert manifest["encoder"] == "random-tiny2d-0" and manifest["protocol"]["num"] == 4
+    b = extract(enc, TINY, "test", p, cache_dir=tmp_path)
+    assert torch.equal(a.features, b.features) and b.cache_file == a.cache_file
+    extract(enc, TINY, "test", Protocol("frames", 5, crop=24), cache_dir=tmp_path)  # new protocol, new entry
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_clip_protocol_with_3d_backbone(tmp_path):
+    enc = load_encoder("random:tiny3d")
+    fs = extract(enc, TINY, "test", Protocol("clips", 3, clip_len=4, crops=3, crop=24))
+    assert fs.features.shape == (len(fs.paths), 128) and torch.isfinite(fs.features).all()
+
+
+def test_eval_commands_and_report(tmp_path, capsys):
+    out = tmp_path / "eval"
+    common = ["--encoder", "random:tiny2d", "--encoder", "random:tiny2d:1", *TINY_ARGS, "--out", str(out), "--num", "4"]
+    assert main(["eval", "linear", *common, "--classifier", "both"]) == 0
+    printed = capsys.readouterr().out
+    assert "| random |" in printed and "| random-s1 |" in printed and "svm top1" in printed
+    assert main(["eval", "retrieval", *common]) == 0
+    assert "R@1" in capsys.readouterr().out
+    assert main(["eval", "order", "--encoder", "random:tiny2d", *TINY_ARGS, "--out", str(out), "--frames", "4"]) == 0
+    results = list(out.glob("*.json"))
+    assert len(results) == 7  # 2 encoders x (svm, probe, retrieval) + order
+    svm = [d for f in out.glob("linear-random-2*.json") if "C" in (d := json.loads(f.read_text()))]
+    assert len(svm) == 1 and svm[0]["protocol"]["num"] == 4 and svm[0]["encoder"]["fingerprint"] == "random-tiny2d-0"
+    assert svm[0]["C_selection"] == "3-fold CV on train" and len(svm[0]["metrics"]["confusion"]) == 10
+    table = (out / "results.md").read_text()
+    assert table.count("\n") >= 2 + 2 * 4 and "| retrieval |" in table
+    assert main(["report", str(out)]) == 0
+    pngs = sorted((out / "report").glob("*.png"))
+    kinds = {p.stem.split("-")[-1] for p in pngs}
+    assert {"confusion", "grid", "embedding"} <= kinds
+    for png in pngs:
+        with Image.open(png) as im:
+            im.verify()
+            assert im.size[0] > 100
+
+
+def test_eval_refuses_unlabeled_data(tmp_path, video_files, capsys):
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copy(video_files["h264_short_gop"], tmp_path / f"{name}.mp4")
+    (tmp_path / "train.txt").write_text("a.mp4\n")
+    (tmp_path / "test.txt").write_text("b.mp4\n")
+    rc = main(["eval", "linear", "--encoder", "random:tiny2d", "--data", str(tmp_path / "train.txt"),
+               "--test-data", str(tmp_path / "test.txt"), "--out", str(tmp_path / "o"), "--num", "2"])
+    assert rc == 2 and "needs labels" in capsys.readouterr().err
+
+
+def test_finetune_averages_several_clips(tmp_path):
+    from vidssl.eval.finetune import FinetuneRecipe, finetune
+
+    enc = load_encoder("random:tiny2d", default_size=24)
+    m = finetune(enc, TINY, FinetuneRecipe(segments=2, epochs=2, batch_size=4, test_views=3))
+    assert 0.0 <= m["top1"] <= 1.0 and m["recipe"]["test_views"] == 3 and len(m["confusion"]) == 10

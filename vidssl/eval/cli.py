@@ -1,0 +1,212 @@
+"""``vidssl eval linear|retrieval|finetune|order``: one row per ``--encoder`` in the printed table,
+a JSON per evaluation and a row in ``<out>/results.md``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from vidssl.errors import VidsslError
+from vidssl.eval.data import EvalData
+from vidssl.eval.encoders import Encoder, load_encoder
+from vidssl.eval.features import FeatureSet, Protocol, extract
+from vidssl.eval.results import write_result
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", action="append", required=True,
+                   help="checkpoint.pt, an export (.safetensors/.pt + .json) or random:ARCH; repeat to compare")
+    p.add_argument("--data", default="synthetic", help="dataset (train split); default: built-in synthetic videos")
+    p.add_argument("--test-data", default="", help="a second list file for the test split (list layouts)")
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--split", type=int, default=1)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--labels", default="motion", choices=("motion", "appearance"), help="synthetic label set")
+    p.add_argument("--synthetic-videos", type=int, default=200)
+    p.add_argument("--synthetic-frames", type=int, default=64)
+    p.add_argument("--synthetic-size", type=int, default=64)
+    p.add_argument("--synthetic-seed", type=int, default=0)
+    p.add_argument("--out", default="runs/eval", help="results folder (JSON + results.md)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+def add_protocol(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", default="auto", choices=("auto", "frames", "clips"),
+                   help="auto: frames for 2D backbones, clips for 3D")
+    p.add_argument("--num", type=int, default=0, help="frames (default 30) or clips (default 10)")
+    p.add_argument("--clip-len", type=int, default=0, help="default: the encoder's pretraining clip length")
+    p.add_argument("--stride", type=int, default=0)
+    p.add_argument("--crops", type=int, default=1, choices=(1, 3))
+    p.add_argument("--crop", type=int, default=0, help="default: the encoder's pretraining input size")
+    p.add_argument("--cache", default="", help="feature cache folder (default: <out>/features)")
+
+
+def eval_data(args: argparse.Namespace) -> EvalData:
+    return EvalData(args.data, args.test_data, args.layout, args.split, args.backend, args.labels,
+                    args.synthetic_videos, args.synthetic_size, args.synthetic_frames, args.synthetic_seed)
+
+
+def device_of(args: argparse.Namespace) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+
+
+def protocol_for(args: argparse.Namespace, enc: Encoder) -> Protocol:
+    kind = args.protocol if args.protocol != "auto" else ("clips" if enc.backbone.kind == "3d" else "frames")
+    num = args.num or (30 if kind == "frames" else 10)
+    clip_len = args.clip_len or max(enc.clip_len, 1 if enc.backbone.kind == "2d" else 8)
+    return Protocol(kind, num, clip_len, args.stride or enc.stride, args.crops, args.crop or enc.input_size)
+
+
+def encoder_info(enc: Encoder) -> dict:
+    return {"name": enc.name, "source": enc.source, "fingerprint": enc.fingerprint, "arch": enc.backbone.arch,
+            "method": enc.name}
+
+
+def _features(args, enc: Encoder, data: EvalData) -> tuple[FeatureSet, FeatureSet, Protocol]:
+    p = protocol_for(args, enc)
+    cache = args.cache or str(Path(args.out) / "features")
+    kw = {"cache_dir": cache, "num_workers": args.workers, "device": device_of(args)}
+    return extract(enc, data, "train", p, **kw), extract(enc, data, "test", p, **kw), p
+
+
+def _base(enc: Encoder, data: EvalData, train: FeatureSet, test: FeatureSet, p: Protocol | None) -> dict:
+    out = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data),
+           "class_names": train.class_names, "n_train": len(train.paths), "n_test": len(test.paths),
+           "skipped_videos": train.skipped + test.skipped, "test_features_cache": test.cache_file}
+    if p is not None:
+        out["protocol"] = {**asdict(p), "description": p.describe()}
+    return out
+
+
+def _labeled(fs: FeatureSet, what: str) -> None:
+    if not fs.class_names or (fs.labels < 0).any():
+        raise VidsslError(f"{what}: this evaluation needs labels, and the data has unlabeled videos")
+
+
+def _print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
+    cols = list(rows[0][1]) if rows else []
+    print(f"\n{title}")
+    print("| encoder | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for name, vals in rows:
+        print(f"| {name} | " + " | ".join(f"{100 * vals[c]:.1f}" for c in cols) + " |")
+
+
+def cmd_linear(args: argparse.Namespace) -> int:
+    from vidssl.eval.linear import linear_probe, linear_svm
+
+    data, rows = eval_data(args), []
+    for spec in args.encoder:
+        enc = load_encoder(spec)
+        train, test, p = _features(args, enc, data)
+        _labeled(train, "linear")
+        n = len(train.class_names)
+        base = _base(enc, data, train, test, p)
+        headline = {}
+        if args.classifier in ("svm", "both"):
+            r = linear_svm(train.features, train.labels, test.features, test.labels, n, args.C, args.normalize)
+            headline.update({"svm top1": r.report["top1"], "svm top5": r.report["top5"]})
+            res = {**base, "metrics": r.report, "classifier": "linear SVM (liblinear, L2-loss)", "C": r.C,
+                   "C_selection": "given" if args.C is not None else "3-fold CV on train", "cv_scores": r.cv_scores,
+                   "normalization": args.normalize}
+            write_result(args.out, "linear", enc.name, res, {"top1": r.report["top1"], "top5": r.report["top5"]},
+                         f"SVM C={r.C:g} {args.normalize}; {p.describe()}")
+        if args.classifier in ("probe", "both"):
+            m = linear_probe(train.features, train.labels, test.features, test.labels, n)
+            headline.update({"probe top1": m["top1"], "probe top5": m["top5"]})
+            write_result(args.out, "linear", enc.name, {**base, "metrics": m, "classifier": "linear layer",
+                                                        "normalization": "standard"},
+                         {"top1": m["top1"], "top5": m["top5"]}, f"linear probe, z-score; {p.describe()}")
+        rows.append((enc.name, headline))
+    _print_table(f"linear evaluation on {data.describe()} (test split, %)", rows)
+    return 0
+
+
+def cmd_retrieval(args: argparse.Namespace) -> int:
+    from vidssl.eval.retrieval import retrieve
+
+    data, rows = eval_data(args), []
+    ks = tuple(int(k) for k in args.ks.split(","))
+    for spec in args.encoder:
+        enc = load_encoder(spec)
+        train, test, p = _features(args, enc, data)
+        _labeled(train, "retrieval")
+        r = retrieve(test, train, ks)
+        write_result(args.out, "retrieval", enc.name, {**_base(enc, data, train, test, p), **r},
+                     r["metrics"], f"cosine, test queries vs train gallery; {p.describe()}")
+        rows.append((enc.name, r["metrics"]))
+    _print_table(f"retrieval on {data.describe()} (test queries, train gallery, %)", rows)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from vidssl.eval.finetune import FinetuneRecipe, finetune
+
+    data, rows = eval_data(args), []
+    for spec in args.encoder:
+        enc = load_encoder(spec)
+        name = "supervised (scratch)" if enc.name.startswith("random") else f"{enc.name} fine-tuned"
+        recipe = FinetuneRecipe(args.segments, 1 if enc.backbone.kind == "2d" else max(enc.clip_len, 4),
+                                args.epochs, args.batch_size, args.lr, test_views=args.test_views)
+        m = finetune(enc, data, recipe, args.workers, device_of(args))
+        base = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data)}
+        write_result(args.out, "finetune", name, {**base, "metrics": m, "recipe_text": recipe.describe()},
+                     {"top1": m["top1"], "top5": m["top5"]}, recipe.describe())
+        rows.append((name, {"top1": m["top1"], "top5": m["top5"]}))
+    _print_table(f"fine-tuning on {data.describe()} (test split, %)", rows)
+    return 0
+
+
+def cmd_order(args: argparse.Namespace) -> int:
+    from vidssl.eval.order import OrderProtocol, order_probe, probe_features
+
+    data, rows = eval_data(args), []
+    for spec in args.encoder:
+        enc = load_encoder(spec)
+        p = OrderProtocol(args.frames, args.crop or enc.input_size)
+        feats = {}
+        for subset in ("train", "test"):
+            source, opener = data.load(subset)
+            feats[subset] = probe_features(enc, source, opener, p)
+        m = order_probe(feats["train"], feats["test"])
+        base = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data),
+                "protocol": {**asdict(p), "description": "logistic regression on standardised frozen features"}}
+        write_result(args.out, "order", enc.name, {**base, "metrics": m}, m,
+                     f"{p.frames} frames per sequence; arrow of time and two-clip order, chance 50%")
+        rows.append((enc.name, m))
+    _print_table(f"temporal-order probes on {data.describe()} (test split, %, chance 50)", rows)
+    return 0
+
+
+def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="evaluation protocols on frozen or fine-tuned encoders")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    p = esub.add_parser("linear", help="linear SVM and/or linear-layer probe on frozen features")
+    add_common(p)
+    add_protocol(p)
+    p.add_argument("--classifier", default="svm", choices=("svm", "probe", "both"))
+    p.add_argument("--C", type=float, default=None, help="SVM C (default: chosen by CV on the train split)")
+    p.add_argument("--normalize", default="l2", choices=("l2", "standard", "none"))
+    p.set_defaults(func=cmd_linear)
+    p = esub.add_parser("retrieval", help="test-query / train-gallery retrieval, R@k")
+    add_common(p)
+    add_protocol(p)
+    p.add_argument("--ks", default="1,5,10,20,50")
+    p.set_defaults(func=cmd_retrieval)
+    p = esub.add_parser("finetune", help="TSN-style full fine-tuning (random init: supervised from scratch)")
+    add_common(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--segments", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--test-views", type=int, default=10)
+    p.set_defaults(func=cmd_finetune)
+    p = esub.add_parser("order", help="arrow-of-time and clip-order probes (no labels needed)")
+    add_common(p)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--crop", type=int, default=0)
+    p.set_defaults(func=cmd_order)
