@@ -148,3 +148,66 @@ def test_lars_trust_ratio():
     b.grad = torch.ones(2)
     LARS([{"params": [b], "weight_decay": 0.0, "lars": False}], lr=0.1, momentum=0.0).step()
     assert torch.allclose(b.detach(), torch.full((2,), 0.9))  # plain SGD for biases and norms
+
+
+def _nan_on_call(monkeypatch, call: int) -> None:
+    import vidssl.methods.seco as seco_module
+
+    real, calls = seco_module.seco_inter_loss, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == call else loss
+
+    monkeypatch.setattr(seco_module, "seco_inter_loss", poisoned)
+
+
+def test_non_finite_loss_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    from vidssl.engine.train import TrainingError
+
+    _nan_on_call(monkeypatch, 3)
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.max_steps=5", "train.ckpt_every=1"])
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 2 .*checkpoint.pt is intact"):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_can_skip_the_step(tmp_path, monkeypatch):
+    _nan_on_call(monkeypatch, 2)
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.max_steps=4", "train.nan_policy=skip"])
+    train(cfg)
+    assert sorted(losses(tmp_path)) == [1, 3, 4]  # step 2 skipped, not logged
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    from vidssl.engine import checkpoint as ckpt
+
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_atomic({"model": {"w": torch.ones(3)}, "config": "a: 1\n", "step": 1}, path)
+
+    def crash(obj, fh):
+        fh.write(b"partial bytes")
+        raise KeyboardInterrupt  # as if the process were stopped mid-write
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_atomic({"model": {"w": torch.zeros(3)}, "config": "a: 2\n", "step": 2}, path)
+    assert load_checkpoint(path)["step"] == 1 and list(tmp_path.iterdir()) == [path]
+
+
+def test_checkpoint_loading_refuses_pickled_code(tmp_path):
+    import pickle
+
+    from vidssl.errors import VidsslError
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed!",))
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"model": Evil(), "config": ""}, protocol=2))
+    with pytest.raises(VidsslError, match="not a loadable vidssl checkpoint"):
+        load_checkpoint(bad)

@@ -16,8 +16,9 @@ from vidssl.eval.metrics import confusion_matrix, recall_at_k, topk_accuracy
 from vidssl.eval.order import order_probe
 from vidssl.eval.retrieval import check_groups_disjoint
 
-TINY = EvalData(synthetic_videos=40, synthetic_size=32, synthetic_frames=12)
-TINY_ARGS = ["--synthetic-videos", "40", "--synthetic-size", "32", "--synthetic-frames", "12"]
+TINY = EvalData(synthetic_videos=40, synthetic_size=32, synthetic_frames=12, synthetic_clips_per_group=2)
+TINY_ARGS = ["--synthetic-videos", "40", "--synthetic-size", "32", "--synthetic-frames", "12",
+             "--synthetic-clips-per-group", "2"]
 
 
 def test_topk_and_confusion_known_answers():

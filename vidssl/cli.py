@@ -39,7 +39,8 @@ def _load_sources(args: argparse.Namespace) -> list:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from vidssl.data.synthetic import SyntheticVideos
 
-    videos = SyntheticVideos(num_videos=args.videos, size=args.size, frames=args.frames, seed=args.seed)
+    videos = SyntheticVideos(num_videos=args.videos, size=args.size, frames=args.frames, seed=args.seed,
+                             clips_per_group=args.clips_per_group)
     root = videos.write_ucf101(args.out)
     test = sum(videos.is_test(i) for i in range(videos.num_videos))
     print(f"wrote {videos.num_videos} videos ({videos.num_videos - test} train, {test} test) "
@@ -94,24 +95,33 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the built-in dataset: generate videos, check them, benchmark decoding,
-    pretrain SeCo on them (laptop settings), export the backbone."""
+    """The main job on the built-in dataset: write and check a few synthetic videos, pretrain SeCo
+    (laptop settings), evaluate it and a random-init encoder (linear SVM, retrieval), print one
+    table and write the report."""
     import tempfile
 
-    out = args.out or tempfile.mkdtemp(prefix="vidssl-demo-")
-    run = str(Path(out) / "runs" / "seco")
+    from vidssl.eval.results import comparison_table, load_results
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="vidssl-demo-"))
+    run, evals = out / "runs" / "seco", out / "eval"
+    ckpt = str(run / "checkpoint.pt")
+    data = ["--labels", "appearance"]
     steps = [
-        ["data", "synth", str(Path(out) / "videos"), "--videos", str(args.videos)],
-        ["data", "check", str(Path(out) / "videos")],
-        ["data", "bench", str(Path(out) / "videos"), "--videos", "10"],
-        ["pretrain", "--method", "seco", "--out", run, f"train.epochs={args.epochs}"],
-        ["export", str(Path(run) / "checkpoint.pt"), str(Path(out) / "seco_tiny2d.safetensors")],
+        ["data", "synth", str(out / "videos"), "--videos", "40", "--clips-per-group", "2"],
+        ["data", "check", str(out / "videos")],
+        ["pretrain", "--method", "seco", "--out", str(run), f"train.epochs={args.epochs}"],
+        ["eval", "linear", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
+        ["eval", "retrieval", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
+        ["report", str(evals), str(run)],
+        ["export", ckpt, str(out / "seco_tiny2d.safetensors")],
     ]
     for step in steps:
         print(f"\n$ vidssl {' '.join(step)}", flush=True)
         rc = main(step)
         if rc != 0:
             return rc
+    print("\nSeCo (laptop settings) against random init on the built-in videos, appearance labels (%):")
+    print(comparison_table(load_results([evals])))
     return 0
 
 
@@ -167,10 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("synth", help="write the built-in synthetic videos as mp4 in the UCF101 layout")
     p.add_argument("out")
-    p.add_argument("--videos", type=int, default=200)
+    p.add_argument("--videos", type=int, default=400)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips-per-group", type=int, default=8)
     p.set_defaults(func=cmd_data_synth)
     p = dsub.add_parser("check", help="list every unreadable, empty, too short or mislabeled entry")
     _add_source_args(p)
@@ -207,7 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")
-    p.add_argument("--videos", type=int, default=100)
     p.add_argument("--epochs", type=int, default=30, help="pretraining epochs (laptop settings)")
     p.set_defaults(func=cmd_demo)
     return parser

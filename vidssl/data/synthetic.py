@@ -12,8 +12,11 @@ Each video shows a textured background that pans, one or two distractor objects 
   not just the other's frames reversed.
 - **appearance** (5 classes): the actor's shape (Circle, Square, Triangle, Cross, Ring).
 
-Videos come in recording *groups* as UCF101 does: clips of one group share the scene (background
-texture and colours, actor colours and texture), so groups must not be split across train and test.
+Videos come in recording *groups* as UCF101 does: the (default 8) clips of one group share the
+scene (background texture and colours, actor colours and texture), so groups must not be split
+across train and test. Group-mates differ in the actor's shape and the layout, which is what makes
+them useful negatives for instance discrimination: with 3 clips per group SeCo's laptop run barely
+beat random init; with 8 it learns the actor (measured in docs/evaluation.md).
 Frames are a pure function of ``(seed, video, frame index)``: a reader renders only the frames it is
 asked for. ``write_ucf101`` writes real mp4 files in the UCF101 layout with split files.
 """
@@ -87,12 +90,12 @@ class _Object:
 class SyntheticVideos:
     """The built-in dataset. ``labels`` picks the label set the records carry."""
 
-    num_videos: int = 200
+    num_videos: int = 400
     size: int = 64
     frames: int = 64
     seed: int = 0
     labels: str = "motion"
-    clips_per_group: int = 3
+    clips_per_group: int = 8
     test_fraction: float = 0.25
     fps: float = 25.0
 
@@ -118,7 +121,9 @@ class SyntheticVideos:
 
     def is_test(self, i: int) -> bool:
         """The last ``round(test_fraction * groups)`` groups of each class (at least one when the
-        class has two or more groups) are test; whole groups, as UCF101's splits."""
+        class has two or more groups) are test; whole groups, as UCF101's splits. The number of
+        groups is read from the class's video count, so ``num_videos`` must give each class at least
+        ``clips_per_group + 1`` videos for a test split to exist."""
         per_class = len(range(self.motion_of(i), self.num_videos, len(MOTIONS)))
         groups = -(-per_class // self.clips_per_group)
         n_test = max(1, round(self.test_fraction * groups)) if groups > 1 and self.test_fraction > 0 else 0

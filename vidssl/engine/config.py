@@ -34,17 +34,26 @@ class DataConfig:
     num_workers: int = 2
     strict: bool = False
     short_videos: str = "skip"
-    synthetic_videos: int = 200
-    synthetic_size: int = 64
+    synthetic_videos: int = 400
+    synthetic_size: int = 32  # laptop: rendered at 32 px for speed (evaluation renders 64 px)
     synthetic_frames: int = 64
     synthetic_seed: int = 0
     synthetic_labels: str = "motion"
+    synthetic_clips_per_group: int = 8
 
 
 @dataclass
 class AugmentConfig:
+    """The MoCo-v2 recipe (DESIGN.md §2). The defaults are the laptop setting: at 32 px and a few
+    hundred steps the paper's (scale 0.2-1, jitter p 0.8, grayscale p 0.2) leaves too little signal
+    shared by two views; the paper configs set the paper's values."""
+
     size: int = 32
-    scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])
+    p_jitter: float = 0.3
+    p_gray: float = 0.0
+    p_blur: float = 0.5
     per_frame_jitter: bool = False
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -59,7 +68,7 @@ class ModelConfig:
 class OptimConfig:
     name: str = "sgd"  # sgd | lars | adam
     lr: float = 0.1  # learning rate at a global batch of ref_batch; scaled linearly with the batch
-    ref_batch: int = 32
+    ref_batch: int = 16
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.0
@@ -71,7 +80,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 32  # global: summed over ranks and accumulation steps
+    batch_size: int = 16  # global: summed over ranks and accumulation steps
     accumulate: int = 1
     max_steps: int = 0  # stop after this many optimizer steps (0: train all epochs)
     seed: int = 0

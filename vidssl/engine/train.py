@@ -47,7 +47,7 @@ def build_source(cfg: Config) -> tuple[VideoSource, Any]:
     d = cfg.data
     if d.source == "synthetic":
         videos = SyntheticVideos(d.synthetic_videos, d.synthetic_size, d.synthetic_frames,
-                                 d.synthetic_seed, d.synthetic_labels)
+                                 d.synthetic_seed, d.synthetic_labels, d.synthetic_clips_per_group)
         return videos.source(d.subset if d.subset in ("train", "test") else "all"), videos.open
     source = load_source(d.source, d.layout, d.split, d.subset, d.root or None)
     return source, FileOpener(d.backend)
@@ -63,7 +63,8 @@ def build_dataset(cfg: Config) -> VideoDataset:
     source, opener = build_source(cfg)
     spec = METHODS[cfg.method].data_spec(cfg.method_config())
     a = cfg.augment
-    transform = ClipAugment(size=a.size, scale=tuple(a.scale), per_frame_jitter=a.per_frame_jitter,
+    transform = ClipAugment(size=a.size, scale=tuple(a.scale), jitter=tuple(a.jitter), p_jitter=a.p_jitter,
+                            p_gray=a.p_gray, p_blur=a.p_blur, per_frame_jitter=a.per_frame_jitter,
                             mean=tuple(a.mean), std=tuple(a.std))
     return VideoDataset(source, spec["sampler"], transform, opener, repeat=spec["repeat"],
                         layout=spec["layout"], seed=cfg.train.seed, strict=cfg.data.strict,

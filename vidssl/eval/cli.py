@@ -25,10 +25,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--backend", default="auto")
     p.add_argument("--labels", default="motion", choices=("motion", "appearance"), help="synthetic label set")
-    p.add_argument("--synthetic-videos", type=int, default=200)
+    p.add_argument("--synthetic-videos", type=int, default=400)
     p.add_argument("--synthetic-frames", type=int, default=64)
     p.add_argument("--synthetic-size", type=int, default=64)
     p.add_argument("--synthetic-seed", type=int, default=0)
+    p.add_argument("--synthetic-clips-per-group", type=int, default=8)
     p.add_argument("--out", default="runs/eval", help="results folder (JSON + results.md)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -47,7 +48,8 @@ def add_protocol(p: argparse.ArgumentParser) -> None:
 
 def eval_data(args: argparse.Namespace) -> EvalData:
     return EvalData(args.data, args.test_data, args.layout, args.split, args.backend, args.labels,
-                    args.synthetic_videos, args.synthetic_size, args.synthetic_frames, args.synthetic_seed)
+                    args.synthetic_videos, args.synthetic_size, args.synthetic_frames, args.synthetic_seed,
+                    args.synthetic_clips_per_group)
 
 
 def device_of(args: argparse.Namespace) -> str:

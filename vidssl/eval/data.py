@@ -23,22 +23,23 @@ class EvalData:
     split: int = 1
     backend: str = "auto"
     labels: str = "motion"  # synthetic label set: motion | appearance
-    synthetic_videos: int = 200
+    synthetic_videos: int = 400
     synthetic_size: int = 64
     synthetic_frames: int = 64
     synthetic_seed: int = 0
+    synthetic_clips_per_group: int = 8
 
     def synthetic(self) -> SyntheticVideos:
         return SyntheticVideos(self.synthetic_videos, self.synthetic_size, self.synthetic_frames,
-                               self.synthetic_seed, self.labels)
+                               self.synthetic_seed, self.labels, self.synthetic_clips_per_group)
 
     def load(self, subset: str) -> tuple[VideoSource, Callable[[VideoRecord], VideoReader]]:
         if self.source == "synthetic":
             videos = self.synthetic()
             source = videos.source(subset)
             if not source.records:
-                raise DataError(f"the synthetic {subset} split is empty with {self.synthetic_videos} videos: "
-                                "use more (whole recording groups of 3 clips go to test)")
+                raise DataError(f"the synthetic {subset} split is empty with {self.synthetic_videos} videos: use "
+                                f"more (whole recording groups of {self.synthetic_clips_per_group} clips go to test)")
             return source, videos.open
         if self.test_source:
             path = self.source if subset == "train" else self.test_source

@@ -111,7 +111,14 @@ def plot_loss_curves(runs: list[Path], path: Path) -> bool:
         f = run / "metrics.jsonl"
         if not f.is_file():
             continue
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by an interrupted run
+                continue
+        if not rows:
+            continue
         keys = [k for k in rows[0] if k not in ("step", "epoch", "lr", "it_s", "time_s", "skipped_videos")]
         for k in keys:
             ax.plot([r["step"] for r in rows], [r[k] for r in rows], label=f"{run.name}: {k}",
