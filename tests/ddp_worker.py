@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vidssl.engine.distributed import setup, teardown
 from vidssl.methods.seco import SeCo, SeCoConfig
+from vidssl.methods.vclr import VCLR, VCLRConfig
 from vidssl.models.backbones import Backbone
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -70,7 +71,29 @@ def main(out: str) -> None:
     expected = torch.empty_like(outs)
     expected[perm] = outs
 
+    # VCLR's second queue: identical on both ranks and holding both ranks' key-tuple embeddings.
+    torch.manual_seed(0)
+    vclr = VCLR(VCLRConfig(queue_size=32, video_queue_size=16, head_hidden=16, head_dim=8), Backbone("tiny2d"),
+                distributed=True)
+    vclr_ddp = DistributedDataParallel(vclr, broadcast_buffers=False)
+    video_keys = {}
+    enqueue_video = vclr.video_queue.enqueue
+
+    def spy_video(keys: torch.Tensor, gather: bool = True) -> None:
+        video_keys["local"] = keys.detach().clone()
+        enqueue_video(keys, gather)
+
+    vclr.video_queue.enqueue = spy_video
+    g2 = torch.Generator().manual_seed(200 + rank)
+    vviews = [torch.randn(4, 3, 16, 16, generator=g2) for _ in range(7)]
+    vloss, _ = vclr_ddp(vviews, {"anchor_last": torch.tensor([0, 1, 1, 0])}, torch.Generator().manual_seed(9))
+    vloss.backward()
+
     result = {
+        "video_queue": vclr.video_queue.keys.tolist(),
+        "video_expected_head": all_gather_nograd(video_keys["local"]).tolist(),
+        "frame_queue": vclr.queue.keys.tolist(),
+        "vclr_grad_sum": float(vclr.backbone.net.conv1.weight.grad.double().sum()),
         "rank": rank,
         "queue": keys_q.tolist(),
         "expected_head": all_keys.tolist(),

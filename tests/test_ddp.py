@@ -41,6 +41,16 @@ def test_both_ranks_hold_the_same_queue_of_both_ranks_keys(ranks):
     assert not torch.allclose(expected[:12], expected[12:])
 
 
+def test_vclr_second_queue_holds_both_ranks_video_keys(ranks):
+    v0, v1 = torch.tensor(ranks[0]["video_queue"]), torch.tensor(ranks[1]["video_queue"])
+    assert torch.equal(v0, v1) and torch.equal(torch.tensor(ranks[0]["frame_queue"]),
+                                               torch.tensor(ranks[1]["frame_queue"]))
+    expected = torch.tensor(ranks[0]["video_expected_head"])
+    assert expected.shape == (8, 8) and torch.allclose(v0[:8], expected)
+    assert not torch.allclose(expected[:4], expected[4:])
+    assert ranks[0]["vclr_grad_sum"] == ranks[1]["vclr_grad_sum"]  # DDP averaged the gradients
+
+
 def test_gradients_are_synchronised(ranks):
     assert ranks[0]["params"] == ranks[1]["params"]
     assert ranks[0]["param_sum"] == ranks[1]["param_sum"]

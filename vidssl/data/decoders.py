@@ -50,6 +50,16 @@ def _check_indices(path: str, indices: Sequence[int], num_frames: int) -> list[i
     return idx
 
 
+def _existing_file(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string, or a DecodeError if it is missing or empty."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+    return path
+
+
 def _stack(path: str, frames: dict[int, np.ndarray], indices: list[int]) -> torch.Tensor:
     missing = sorted({i for i in indices if i not in frames})
     if missing:
@@ -68,11 +78,7 @@ class PyAVReader:
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
         import av
 
-        self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise DecodeError(self.path, "file not found")
-        if os.path.getsize(self.path) == 0:
-            raise DecodeError(self.path, "empty file (0 bytes)")
+        self.path = _existing_file(path)
         try:
             self._container = av.open(self.path, metadata_errors="ignore")
         except Exception as exc:  # FFmpeg raises many error types; all mean "not a readable video"
@@ -150,11 +156,7 @@ class TorchCodecReader:
                 "TorchCodec is not usable here: install it with `pip install vidssl[torchcodec]` "
                 f"and system FFmpeg (`apt-get install ffmpeg`). Cause: {exc}"
             ) from exc
-        self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise DecodeError(self.path, "file not found")
-        if os.path.getsize(self.path) == 0:
-            raise DecodeError(self.path, "empty file (0 bytes)")
+        self.path = _existing_file(path)
         try:
             self._decoder = VideoDecoder(
                 self.path, seek_mode="exact", num_ffmpeg_threads=threads, dimension_order="NCHW"

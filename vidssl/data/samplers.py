@@ -276,3 +276,34 @@ class TSNSampler:
             else:
                 starts.append(int(rng.integers(start, last_start + 1)))
         return SamplePlan(tuple(clip_indices(s, self.clip_len, self.dilation, num_frames) for s in starts))
+
+
+@dataclass(frozen=True)
+class VCLRSampler:
+    """VCLR's sample (DESIGN.md §3): the segment tuples of :class:`SegmentTupleSampler` plus the
+    SeCo anchor: the query tuple's first or last element (``info["anchor_last"]``), listed once more
+    so that it gets a second, independent augmentation. Views: ``q_1..q_N, k_1..k_N, anchor``
+    (frames, or clips when ``clip_len > 1``)."""
+
+    num_segments: int = 3
+    clip_len: int = 1
+    dilation: int = 1
+
+    @property
+    def _tuples(self) -> SegmentTupleSampler:
+        return SegmentTupleSampler(self.num_segments, self.clip_len, self.dilation)
+
+    @property
+    def min_frames(self) -> int:
+        return self._tuples.min_frames
+
+    def plan(self, num_frames: int, rng: np.random.Generator) -> SamplePlan:
+        tuples = self._tuples.plan(num_frames, rng)
+        if self.clip_len == 1:
+            q, k = tuples.views
+            views = tuple((i,) for i in q) + tuple((i,) for i in k)
+        else:
+            views = tuples.views
+        anchor_last = int(rng.integers(0, 2))
+        anchor = views[self.num_segments - 1 if anchor_last else 0]
+        return SamplePlan((*views, anchor), {"anchor_last": anchor_last})

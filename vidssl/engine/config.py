@@ -19,6 +19,7 @@ from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
 from vidssl.methods.moco import MoCoConfig
 from vidssl.methods.seco import SeCoConfig
+from vidssl.methods.vclr import VCLRConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -102,6 +103,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     seco: SeCoConfig = field(default_factory=SeCoConfig)
     moco: MoCoConfig = field(default_factory=MoCoConfig)
+    vclr: VCLRConfig = field(default_factory=VCLRConfig)
 
     def method_config(self) -> Any:
         return getattr(self, self.method)

@@ -109,13 +109,14 @@ def _warn_queue_size(cfg: Config, dataset_len: int, logger: RunLogger | None) ->
     """A queue longer than one epoch of keys holds older keys of the same videos as negatives:
     instance discrimination then contradicts itself (common with the paper's queue on small data)."""
     method_cfg = cfg.method_config()
-    per_video = METHODS[cfg.method].data_spec(method_cfg).get("keys_per_video", 0)
-    size = getattr(method_cfg, "queue_size", 0)
-    limit = (dataset_len - cfg.train.batch_size) * per_video
-    if logger is not None and per_video and size > limit:
-        logger.message(f"warning: {cfg.method}.queue_size={size} exceeds the {limit} keys that fit in one epoch "
-                       f"of {dataset_len} videos: the queue will hold keys of the query's own video as negatives. "
-                       f"Use {cfg.method}.queue_size<={max(limit, 1)}.")
+    spec = METHODS[cfg.method].data_spec(method_cfg)
+    for key, per_video in spec.get("queue_keys", {}).items():
+        size = getattr(method_cfg, key)
+        limit = (dataset_len - cfg.train.batch_size) * per_video
+        if logger is not None and size > limit:
+            logger.message(f"warning: {cfg.method}.{key}={size} exceeds the {limit} keys that fit in one epoch "
+                           f"of {dataset_len} videos: the queue will hold keys of the query's own video as "
+                           f"negatives. Use {cfg.method}.{key}<={max(limit, 1)}.")
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:

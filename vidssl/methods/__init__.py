@@ -2,7 +2,8 @@
 
 from vidssl.methods.moco import MoCoV2
 from vidssl.methods.seco import SeCo
+from vidssl.methods.vclr import VCLR
 
-METHODS = {"seco": SeCo, "moco": MoCoV2}
+METHODS = {"seco": SeCo, "moco": MoCoV2, "vclr": VCLR}
 
-__all__ = ["METHODS", "MoCoV2", "SeCo"]
+__all__ = ["METHODS", "VCLR", "MoCoV2", "SeCo"]

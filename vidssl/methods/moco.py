@@ -51,7 +51,7 @@ class MoCoV2(nn.Module):
     @staticmethod
     def data_spec(cfg: MoCoConfig) -> dict:
         return {"sampler": RandomClipsSampler(num_clips=1, clip_len=1), "repeat": (2,), "layout": "frame",
-                "keys_per_video": 1}
+                "queue_keys": {"queue_size": 1}}
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -83,7 +83,8 @@ class SeCo(nn.Module):
     def data_spec(cfg: SeCoConfig) -> dict:
         """Sampler, augmented copies per sampled view (two of the anchor), tensor layout, and the
         keys each video adds to the queue per step."""
-        return {"sampler": SeCoTripletSampler(), "repeat": (2, 1, 1), "layout": "frame", "keys_per_video": 3}
+        return {"sampler": SeCoTripletSampler(), "repeat": (2, 1, 1), "layout": "frame",
+                "queue_keys": {"queue_size": 3}}
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

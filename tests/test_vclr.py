@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from vidssl.data.samplers import VCLRSampler
+from vidssl.engine.config import load_config
+from vidssl.methods.vclr import VCLR, VCLRConfig, shuffle_tuples, shuffling_permutations
+from vidssl.models.backbones import Backbone
+
+
+def test_shuffling_permutations_exclude_identity_and_reversal():
+    perms = shuffling_permutations(3).tolist()
+    assert sorted(perms) == [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1]]
+    assert len(shuffling_permutations(4)) == 22 and len(shuffling_permutations(2)) == 0
+
+
+def test_four_way_labels_are_correct_and_balanced():
+    g = torch.Generator().manual_seed(0)
+    n, b = 3, 4000
+    frames = torch.arange(n, dtype=torch.float).expand(b, n)[..., None]  # each feature = its position
+    q, q_flag = shuffle_tuples(frames, g)
+    k, k_flag = shuffle_tuples(frames, g)
+    valid = {tuple(p) for p in shuffling_permutations(n).tolist()}
+    for x, flag in ((q, q_flag), (k, k_flag)):
+        order = [tuple(int(v) for v in row) for row in x[..., 0]]
+        for o, f in zip(order, flag.tolist(), strict=True):
+            assert (o in valid) if f else (o == (0, 1, 2))
+    labels = Counter((q_flag + 2 * k_flag).tolist())
+    assert set(labels) == {0, 1, 2, 3} and all(abs(c / b - 0.25) < 0.03 for c in labels.values())
+    used = Counter(tuple(int(v) for v in row) for row, f in zip(q[..., 0], q_flag, strict=True) if f)
+    assert set(used) == valid and all(abs(c / sum(used.values()) - 0.25) < 0.04 for c in used.values())
+
+
+def test_sampler_views_and_anchor():
+    s = VCLRSampler(3)
+    for seed in range(50):
+        plan = s.plan(90, np.random.default_rng(seed))
+        assert len(plan.views) == 7
+        q, k, anchor = plan.views[:3], plan.views[3:6], plan.views[6]
+        assert anchor == (q[2] if plan.info["anchor_last"] else q[0])
+        assert all(a != b for a, b in zip(q, k, strict=True))
+
+
+def ref_nce(q, pos, negs, tau):
+    dot = lambda a, b: float((a * b).sum())  # noqa: E731
+    num = math.exp(dot(q, pos) / tau)
+    return -math.log(num / (num + sum(math.exp(dot(q, n_) / tau) for n_ in negs)))
+
+
+def test_video_loss_against_a_hand_written_reference():
+    torch.manual_seed(0)
+    cfg = VCLRConfig(losses=["video"], num_segments=3, video_queue_size=8, head_hidden=16, head_dim=8,
+                     shuffle_bn_splits=1, momentum=0.5)
+    m = VCLR(cfg, Backbone("tiny2d"))
+    b = 4
+    views = [torch.randn(b, 3, 16, 16) for _ in range(7)]
+    queue = m.video_queue.keys.clone()
+    loss, parts = m(views, {"anchor_last": torch.zeros(b, dtype=torch.long)}, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hq = m.backbone(torch.stack(views[:3], 1).flatten(0, 1)).view(b, 3, -1)
+        vq = torch.nn.functional.normalize(m.encoder_q.heads.video(hq.mean(1)), dim=1)
+        keys_in = torch.cat([torch.stack(views[3:6], 1).flatten(0, 1), views[6]])
+        hk = m.encoder_k.backbone(keys_in)[: b * 3].view(b, 3, -1)  # train-mode BN over the same batch
+        vk = torch.nn.functional.normalize(m.encoder_k.heads.video(hk.mean(1)), dim=1)
+    expected = sum(ref_nce(vq[i], vk[i], queue, 0.1) for i in range(b)) / b
+    assert math.isclose(float(parts["video"].detach()), expected, rel_tol=1e-4)
+    assert torch.allclose(m.video_queue.keys[:b], vk, atol=1e-6)  # the key-tuple embeddings are enqueued
+
+
+@pytest.mark.parametrize(("arch", "clip_len", "shape"), [("tiny2d", 1, (3, 16, 16)), ("tiny3d", 4, (3, 4, 16, 16))])
+def test_2d_and_3d_variants(arch, clip_len, shape):
+    cfg = VCLRConfig(clip_len=clip_len, queue_size=32, video_queue_size=16, head_hidden=16, head_dim=8)
+    m = VCLR(cfg, Backbone(arch))
+    views = [torch.randn(4, *shape) for _ in range(7)]
+    loss, parts = m(views, {"anchor_last": torch.tensor([0, 1, 0, 1])}, torch.Generator().manual_seed(0))
+    assert set(parts) == {"video", "inter", "intra", "order"} and torch.isfinite(loss)
+    loss.backward()
+    assert m.order_classifier.weight.grad is not None and m.backbone.net.conv1.weight.grad.abs().sum() > 0
+    assert int(m.queue.ptr) == 4 * 3 and int(m.video_queue.ptr) == 4
+
+
+def test_ablation_settings_are_validated():
+    load_config(None, ["vclr.losses=[video]", "vclr.num_segments=1"], method="vclr")
+    load_config(None, ["vclr.num_segments=5"], method="vclr")
+    with pytest.raises(Exception, match="order' needs num_segments >= 3"):
+        load_config(None, ["vclr.num_segments=2"], method="vclr")
+    with pytest.raises(ValueError, match="needs a 3d backbone"):
+        VCLR(VCLRConfig(clip_len=4), Backbone("tiny2d"))
+
+
+def test_pretrain_vclr_on_a_ucf101_layout(ucf_dir, tmp_path):
+    from vidssl.cli import main
+    from vidssl.engine.checkpoint import load_checkpoint
+
+    args = ["pretrain", "--method", "vclr", "--data", str(ucf_dir), "--layout", "ucf101", "--out", str(tmp_path),
+            "data.num_workers=0", "train.batch_size=4", "train.max_steps=2", "augment.size=24",
+            "vclr.queue_size=16", "vclr.video_queue_size=8", "vclr.head_hidden=32"]
+    assert main(args) == 0
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["method"] == "vclr" and state["step"] == 2 and "video_queue.keys" in state["model"]

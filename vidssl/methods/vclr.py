@@ -1,0 +1,186 @@
+"""VCLR: video-level contrastive learning (Kuang et al., ICCV 2021; DESIGN.md §3).
+
+Per video, N segments and two distinct frames (or clips) per segment: a query tuple and a key
+tuple. Four losses, weights 1 (the official code; SeCo's 2-way order is dropped):
+
+- ``video``: InfoNCE between the query tuple's and the key tuple's embeddings (mean of the frame
+  features → video head → L2 norm) against a second queue of key-tuple embeddings.
+- ``inter`` / ``intra``: SeCo's losses on an anchor taken from the query tuple (its first or last
+  element) with a second view of the anchor and the key tuple's elements of the other segments.
+- ``order``: each tuple is shuffled with probability 1/2 by a permutation that is neither the
+  identity nor the reversal; a Linear(2·N·d → 4) on the concatenated per-frame order features
+  predicts both ordered / query shuffled / key shuffled / both shuffled. Order features are
+  L2-normalised per frame vector (the official code normalises over the frame axis, a quirk).
+
+With ``clip_len > 1`` every tuple element is a clip and the backbone a 3D one (the official code
+is frame-only).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidssl.data.samplers import VCLRSampler
+from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
+from vidssl.models.backbones import Backbone
+from vidssl.models.heads import mlp
+from vidssl.modules.momentum import ema_update_, momentum_copy
+from vidssl.modules.queue import KeyQueue
+from vidssl.modules.shuffle_bn import shuffle_bn_forward
+
+VCLR_LOSSES = ("video", "inter", "intra", "order")
+
+
+@dataclass
+class VCLRConfig:
+    """``losses`` selects the rows of the paper's Table 6; ``num_segments`` its Table 7 (N = 1..5;
+    the order loss needs N >= 3)."""
+
+    losses: list[str] = field(default_factory=lambda: ["video", "inter", "intra", "order"])
+    num_segments: int = 3
+    clip_len: int = 1  # > 1: one clip per segment (3D backbones)
+    dilation: int = 1
+    tau: float = 0.1
+    queue_size: int = 256  # frame keys for inter; paper: 131072 (Kinetics)
+    video_queue_size: int = 128  # key-tuple embeddings; paper: 65536
+    momentum: float = 0.99  # paper: 0.999
+    head_hidden: int = 512  # paper: 2048
+    head_dim: int = 128
+    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
+
+    def validate(self) -> None:
+        bad = [x for x in self.losses if x not in VCLR_LOSSES]
+        if bad or not self.losses:
+            raise ValueError(f"vclr.losses must be a non-empty subset of {VCLR_LOSSES}, got {self.losses}")
+        if not 1 <= self.num_segments <= 16:
+            raise ValueError(f"vclr.num_segments must be in 1..16, got {self.num_segments}")
+        if "order" in self.losses and self.num_segments < 3:
+            raise ValueError("vclr.losses: 'order' needs num_segments >= 3 (with fewer, every "
+                             "permutation is the identity or the reversal)")
+        if ("inter" in self.losses or "intra" in self.losses) and self.num_segments < 2:
+            raise ValueError("vclr.losses: 'inter'/'intra' need num_segments >= 2 (frames of other segments)")
+
+
+def shuffling_permutations(n: int) -> torch.Tensor:
+    """All permutations of ``n`` elements that are neither the identity nor the reversal."""
+    identity, reversal = tuple(range(n)), tuple(reversed(range(n)))
+    perms = [p for p in itertools.permutations(range(n)) if p not in (identity, reversal)]
+    return torch.tensor(perms, dtype=torch.long).view(-1, n)
+
+
+def shuffle_tuples(x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle each row's tuple ``x[b]`` (``(B, N, D)``) with probability 1/2 by a random
+    non-trivial permutation. Returns the tuples and the 0/1 shuffled flags ``(B,)``."""
+    b, n = x.shape[:2]
+    perms = shuffling_permutations(n)
+    flags = torch.randint(0, 2, (b,), generator=generator)
+    choice = perms[torch.randint(0, len(perms), (b,), generator=generator)]
+    order = torch.where(flags[:, None].bool(), choice, torch.arange(n).expand(b, n)).to(x.device)
+    return torch.gather(x, 1, order[..., None].expand_as(x)), flags.to(x.device)
+
+
+class VCLRHeads(nn.Module):
+    """Per-frame projection heads plus the video head on the mean frame feature."""
+
+    def __init__(self, in_dim: int, cfg: VCLRConfig) -> None:
+        super().__init__()
+        dims = [in_dim, cfg.head_hidden, cfg.head_dim]
+        self.frame = nn.ModuleDict({name: mlp(dims) for name in cfg.losses if name != "video"})
+        self.video = mlp(dims) if "video" in cfg.losses else None
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``h``: backbone features ``(B, N, D)`` → normalised ``(B, N, d)`` per frame head and
+        ``(B, d)`` for the video head."""
+        out = {name: F.normalize(head(h), dim=-1) for name, head in self.frame.items()}
+        if self.video is not None:
+            out["video"] = F.normalize(self.video(h.mean(1)), dim=-1)
+        return out
+
+
+class VCLREncoder(nn.Module):
+    def __init__(self, backbone: Backbone, cfg: VCLRConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = VCLRHeads(backbone.feature_dim, cfg)
+
+
+class VCLR(nn.Module):
+    config_class = VCLRConfig
+
+    def __init__(self, cfg: VCLRConfig, backbone: Backbone, distributed: bool = False) -> None:
+        super().__init__()
+        cfg.validate()
+        want = "2d" if cfg.clip_len == 1 else "3d"
+        if backbone.kind != want:
+            raise ValueError(f"vclr.clip_len={cfg.clip_len} needs a {want} backbone, got {backbone.arch}")
+        self.cfg = cfg
+        self.distributed = distributed
+        self.encoder_q = VCLREncoder(backbone, cfg)
+        self.encoder_k = momentum_copy(self.encoder_q)
+        if "inter" in cfg.losses:
+            self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
+        if "video" in cfg.losses:
+            self.video_queue = KeyQueue(cfg.video_queue_size, cfg.head_dim, seed=1)
+        if "order" in cfg.losses:
+            self.order_classifier = nn.Linear(2 * cfg.num_segments * cfg.head_dim, 4)
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder_q.backbone
+
+    @staticmethod
+    def data_spec(cfg: VCLRConfig) -> dict:
+        return {"sampler": VCLRSampler(cfg.num_segments, cfg.clip_len, cfg.dilation),
+                "repeat": None, "layout": "frame" if cfg.clip_len == 1 else "clip",
+                "queue_keys": {"queue_size": cfg.num_segments, "video_queue_size": 1}}
+
+    def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n = self.cfg.num_segments
+        b = views[0].shape[0]
+        query_tuple = torch.stack(views[:n], 1)  # (B, N, ...)
+        key_inputs = torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]])  # (B*N + B, ...)
+        hq = self.backbone(query_tuple.flatten(0, 1)).view(b, n, -1)
+        q = self.encoder_q.heads(hq)
+        with torch.no_grad():
+            ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
+            hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, self.distributed,
+                                    self.cfg.shuffle_bn_splits, generator)
+            k = self.encoder_k.heads(hk[: b * n].view(b, n, -1))  # the key tuple
+            k_anchor = self.encoder_k.heads(hk[b * n:].view(b, 1, -1))  # the anchor's second view
+        parts: dict[str, torch.Tensor] = {}
+        if "video" in q:
+            parts["video"] = info_nce(q["video"], k["video"], self.video_queue.keys.clone().detach(), self.cfg.tau)
+        if "inter" in q or "intra" in q:
+            last = info["anchor_last"].bool()
+            anchor_idx = torch.where(last, n - 1, 0)
+            rows = torch.arange(b, device=anchor_idx.device)
+            # the other segments, in temporal order, without the anchor's
+            others = torch.stack([torch.where(last, j, j + 1) for j in range(n - 1)], 1)
+            for name in ("inter", "intra"):
+                if name not in q:
+                    continue
+                query = q[name][rows, anchor_idx]
+                same = k_anchor[name][:, 0]
+                other = [k[name][rows, others[:, j]] for j in range(n - 1)]
+                if name == "inter":
+                    parts["inter"] = seco_inter_loss(query, [same, *other], self.queue.keys.clone().detach(),
+                                                     self.cfg.tau)
+                    inter_keys = torch.cat([same, *other])
+                else:
+                    parts["intra"] = seco_intra_loss(query, same, other, self.cfg.tau)
+        if "order" in q:
+            q_tuple, q_flag = shuffle_tuples(q["order"], generator)
+            k_tuple, k_flag = shuffle_tuples(k["order"], generator)
+            logits = self.order_classifier(torch.cat([q_tuple.flatten(1), k_tuple.flatten(1)], 1))
+            parts["order"] = order_cross_entropy(logits, q_flag + 2 * k_flag)
+        if "inter" in q:
+            self.queue.enqueue(inter_keys, gather=self.distributed)
+        if "video" in q:
+            self.video_queue.enqueue(k["video"], gather=self.distributed)
+        return sum(parts.values()), parts
