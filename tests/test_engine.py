@@ -211,3 +211,14 @@ def test_checkpoint_loading_refuses_pickled_code(tmp_path):
     bad.write_bytes(pickle.dumps({"model": Evil(), "config": ""}, protocol=2))
     with pytest.raises(VidsslError, match="not a loadable vidssl checkpoint"):
         load_checkpoint(bad)
+
+
+def test_gradient_accumulation_splits_the_global_batch(tmp_path, capsys):
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.max_steps=2", "train.accumulate=2"])
+    train(cfg)
+    assert "1 rank(s) x 4 x 2 accumulation" in capsys.readouterr().err
+    assert sorted(losses(tmp_path)) == [1, 2]
+    with pytest.raises(ConfigError, match="not divisible"):
+        from vidssl.engine.train import Plan
+
+        Plan.make(load_config(None, ["train.batch_size=10", "train.accumulate=4"]), 100, 1)

@@ -148,3 +148,12 @@ def test_finetune_averages_several_clips(tmp_path):
     enc = load_encoder("random:tiny2d", default_size=24)
     m = finetune(enc, TINY, FinetuneRecipe(segments=2, epochs=2, batch_size=4, test_views=3))
     assert 0.0 <= m["top1"] <= 1.0 and m["recipe"]["test_views"] == 3 and len(m["confusion"]) == 10
+
+
+def test_linear_and_retrieval_on_a_ucf101_layout(ucf_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    common = ["--encoder", "random:tiny2d", "--data", str(ucf_dir), "--layout", "ucf101", "--split", "1",
+              "--out", str(out), "--num", "3", "--crop", "24"]
+    assert main(["eval", "linear", *common]) == 0 and main(["eval", "retrieval", *common]) == 0
+    res = json.loads(next(out.glob("retrieval-*.json")).read_text())
+    assert "ucf101, split 1" in res["data"] and res["n_test"] > 0 and res["n_train"] > 0
