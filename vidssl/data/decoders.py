@@ -72,12 +72,16 @@ class PyAVReader:
     """PyAV decoder with frame-exact seeking.
 
     On open, the packets are demuxed (not decoded) once to build the table of presentation
-    timestamps and key frames; ``num_frames`` is the number of timestamped video packets.
+    timestamps and key frames; ``num_frames`` is the number of timestamped video packets. Wanted
+    frames are decoded in order; a seek happens only when it lands past the current position and
+    skips more than ``seek_gap`` frames: decoding a few frames is cheaper than a seek, and seeking
+    back to a key frame already passed would decode the same frames twice (docs/benchmarks.md).
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1, seek_gap: int = 16) -> None:
         import av
 
+        self.seek_gap = seek_gap
         self.path = _existing_file(path)
         try:
             self._container = av.open(self.path, metadata_errors="ignore")
@@ -104,6 +108,7 @@ class PyAVReader:
             self._container.close()
             raise DecodeError(self.path, f"cannot read packets: {exc}") from exc
         self._pts = sorted(pts)
+        self._index_of = {t: i for i, t in enumerate(self._pts)}
         self._keys = sorted(keys) or self._pts[:1]
         self.num_frames = len(self._pts)
         rate = self._stream.average_rate or self._stream.guessed_rate
@@ -115,30 +120,36 @@ class PyAVReader:
             raise DecodeError(self.path, f"absurd frame size {self.width}x{self.height}")
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Decode forward through the wanted frames in presentation order; seek (to the key frame
+        before the next wanted frame) only when that skips more than ``seek_gap`` frames."""
         idx = _check_indices(self.path, indices, self.num_frames)
-        wanted_pts = sorted({self._pts[i] for i in idx})
-        by_pts: dict[int, np.ndarray] = {}
-        # Group the wanted timestamps by the key frame that precedes them: one seek per group.
-        groups: dict[int, list[int]] = {}
-        for t in wanted_pts:
-            k = self._keys[max(bisect.bisect_right(self._keys, t) - 1, 0)]
-            groups.setdefault(k, []).append(t)
+        targets = sorted(set(idx))
+        wanted = set(targets)
+        frames: dict[int, np.ndarray] = {}
+        decoding = None
+        last = -1  # index of the last decoded frame
         try:
-            for key_pts, targets in groups.items():
-                self._container.seek(key_pts, stream=self._stream, backward=True, any_frame=False)
-                remaining = set(targets)
-                last = targets[-1]
-                for frame in self._container.decode(self._stream):
-                    t = frame.pts
-                    if t in remaining:
-                        by_pts[t] = frame.to_ndarray(format="rgb24")
-                        remaining.discard(t)
-                    if not remaining or (t is not None and t > last):
+            for target in targets:
+                if target in frames:
+                    continue
+                key = self._keys[max(bisect.bisect_right(self._keys, self._pts[target]) - 1, 0)]
+                # Seek when decoding cannot reach the target (none started, or it lies behind), or
+                # when the seek lands past the current position and skips more than seek_gap frames.
+                if decoding is None or target <= last or (
+                        self._index_of[key] > last and target - last > self.seek_gap):
+                    self._container.seek(key, stream=self._stream, backward=True, any_frame=False)
+                    decoding = self._container.decode(self._stream)
+                for frame in decoding:
+                    i = self._index_of.get(frame.pts, -1)
+                    if i < 0:
+                        continue
+                    last = i
+                    if i in wanted:
+                        frames[i] = frame.to_ndarray(format="rgb24")
+                    if i >= target:
                         break
         except Exception as exc:
             raise DecodeError(self.path, f"decoding failed: {exc}") from exc
-        pts_to_index = {self._pts[i]: i for i in idx}
-        frames = {pts_to_index[t]: a for t, a in by_pts.items()}
         return _stack(self.path, frames, idx)
 
     def close(self) -> None:
