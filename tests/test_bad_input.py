@@ -35,10 +35,16 @@ def broken_ucf(tmp_path_factory, video_files, frames) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(payload)
     write_video(root / "Bad/v_Bad_g01_c06.mp4", frames[:1])  # a 1-frame video
+    import av
+
+    with av.open(str(root / "Bad/v_Bad_g01_c07.mkv"), "w") as c:  # a video stream with 0 frames
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        c.start_encoding()
     (root / "classInd.txt").write_text("1 Good\n2 Bad\n")
     lines = [f"{rel} {1 if rel.startswith('Good') else 2}" for rel in files]
-    lines += ["Bad/v_Bad_g01_c06.mp4 2", "Bad/v_Bad_g02_c01.mp4 2", "Ugly/v_Ugly_g01_c01.mp4 1",
-              "Good/v_Good_g02_c01.mp4 2"]
+    lines += ["Bad/v_Bad_g01_c06.mp4 2", "Bad/v_Bad_g01_c07.mkv 2", "Bad/v_Bad_g02_c01.mp4 2",
+              "Ugly/v_Ugly_g01_c01.mp4 1", "Good/v_Good_g02_c01.mp4 2"]
     (root / "trainlist01.txt").write_text("\n".join(lines) + "\n")
     (root / "testlist01.txt").write_text("")
     return root
@@ -48,10 +54,10 @@ def test_check_reports_every_bad_entry(broken_ucf):
     source = load_source(broken_ucf, subset="train")
     report = check_source(source, FileOpener(), min_frames=2)
     reasons = [p.reason for p in report.problems]
-    assert report.ok == 2 and len(report.problems) == 9, reasons
+    assert report.ok == 2 and len(report.problems) == 10, reasons
     text = "\n".join(f"{p.where} {p.reason}" for p in report.problems)
-    for name in ("c01", "c02", "c03", "c04", "c05", "c06"):
-        assert f"v_Bad_g01_{name}.mp4" in text
+    for name in ("c01.mp4", "c02.mp4", "c03.mp4", "c04.mp4", "c05.mp4", "c06.mp4", "c07.mkv"):
+        assert f"v_Bad_g01_{name}" in text
     assert "empty" in text and "too short: 1 frame" in text
     assert "missing file 'Bad/v_Bad_g02_c01.mp4'" in text
     assert "unknown class 'Ugly'" in text and "mislabeled" in text
@@ -61,7 +67,7 @@ def test_cli_check_lists_them_and_exits_nonzero(broken_ucf, capsys):
     assert main(["data", "check", str(broken_ucf), "--subset", "train"]) == 1
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
-    assert out.out.count("BAD ") == 9 and "2 ok, 9 bad" in out.out
+    assert out.out.count("BAD ") == 10 and "2 ok, 10 bad" in out.out
 
 
 def test_cli_error_without_traceback(tmp_path, capsys):
