@@ -78,3 +78,21 @@ def test_documented_torchrun_pretrain_command(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert "2 rank(s) x 4" in res.stderr
+
+
+@pytest.mark.slow
+def test_a_dying_rank_stops_the_others_with_a_clear_error(tmp_path):
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29600 + os.getpid() % 1000), str(HERE / "ddp_rank_dies.py"),
+           f"train.out={tmp_path}", "data.synthetic_videos=40", "data.synthetic_size=32",
+           "data.synthetic_frames=16", "data.num_workers=0", "train.batch_size=8", "train.max_steps=20",
+           "data.synthetic_clips_per_group=3", "seco.queue_size=32"]
+    start = time.time()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    elapsed = time.time() - start
+    assert res.returncode != 0 and elapsed < 120
+    out = res.stdout + res.stderr
+    assert "exitcode  : 17" in out or "exit code 17" in out or "exitcode: 17" in out, out[-2000:]

@@ -91,6 +91,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on GPU (logits and losses stay float32)
     device: str = "auto"  # auto | cpu | cuda
     nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
+    dist_timeout_s: int = 600  # a collective waiting longer (e.g. for a dead rank on another node) fails
 
 
 @dataclass

@@ -128,7 +128,7 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
 
 def train(cfg: Config, resume: str | None = None) -> Path:
     """Pretrain ``cfg.method``; returns the run folder. ``resume``: a checkpoint path."""
-    ctx = setup(cfg.train.device)
+    ctx = setup(cfg.train.device, cfg.train.dist_timeout_s)
     try:
         return _train(cfg, ctx, resume)
     finally:
