@@ -175,8 +175,11 @@ class TorchCodecReader:
             meta = self._decoder.metadata
             self.num_frames = int(meta.num_frames or 0)
             self.fps = float(meta.average_fps or 0.0)
+            width, height = int(meta.width or 0), int(meta.height or 0)
         except Exception as exc:
             raise DecodeError(self.path, f"cannot open: {exc}") from exc
+        if width * height > MAX_PIXELS:
+            raise DecodeError(self.path, f"absurd frame size {width}x{height}")
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         idx = _check_indices(self.path, indices, self.num_frames)
