@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vidssl.data.check import check_source
@@ -158,3 +159,20 @@ def test_broken_jpeg_in_a_frame_folder(tmp_path):
     assert reader.get_frames([0, 2]).shape == (2, 3, 8, 8)
     with pytest.raises(DecodeError, match="img_00002.jpg"):
         reader.get_frames([1])
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg CLI writes the rotation metadata")
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_metadata_is_applied_by_every_backend(video_files, tmp_path, degrees):
+    import subprocess
+
+    out = tmp_path / f"rot{degrees}.mp4"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(video_files["h264_short_gop"]), "-c", "copy",
+                    "-metadata:s:v:0", f"rotate={degrees}", str(out)], check=True)
+    raw = open_video(video_files["h264_short_gop"], "pyav").get_frames([0, 5])
+    k = {90: 1, 180: 2, 270: -1}[degrees]  # display rotation is counter-clockwise
+    expected = torch.rot90(raw, k=k, dims=(2, 3))
+    for backend in BACKENDS:
+        got = open_video(out, backend).get_frames([0, 5])
+        assert got.shape == expected.shape, backend
+        assert (got.float() - expected.float()).abs().mean() < 2.0, backend

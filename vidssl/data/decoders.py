@@ -2,8 +2,9 @@
 
 Frame ``i`` is the ``i``-th frame in presentation order (sorted timestamps), in every backend, so
 that the same indices give the same frames from PyAV, TorchCodec and a frame folder extracted from
-the same video. Readers decode only the requested frames: they seek to the key frame before each
-requested frame and decode forward from there, never the whole video.
+the same video. Display rotation metadata (phone videos) is applied by every backend. Readers
+decode only the requested frames (seeking to key frames, decoding forward from there), never the
+whole video.
 
 Readers are opened lazily, inside DataLoader workers, with one FFmpeg thread each (parallelism
 comes from the workers). Every failure raises :class:`vidssl.errors.DecodeError` naming the file.
@@ -48,6 +49,13 @@ def _check_indices(path: str, indices: Sequence[int], num_frames: int) -> list[i
     if bad:
         raise IndexError(f"{path}: frame indices {bad[:5]} outside [0, {num_frames})")
     return idx
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply the stream's display rotation (degrees counter-clockwise, phone videos), as TorchCodec
+    does, so that every backend returns the frame as it is meant to be seen."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
 
 
 def _existing_file(path: str | os.PathLike[str]) -> str:
@@ -145,7 +153,7 @@ class PyAVReader:
                         continue
                     last = i
                     if i in wanted:
-                        frames[i] = frame.to_ndarray(format="rgb24")
+                        frames[i] = _upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
                     if i >= target:
                         break
         except Exception as exc:
