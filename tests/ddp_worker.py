@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from vidssl.engine.distributed import setup, teardown
+from vidssl.methods.corp import CORPConfig, CORPf
 from vidssl.methods.seco import SeCo, SeCoConfig
 from vidssl.methods.vclr import VCLR, VCLRConfig
 from vidssl.models.backbones import Backbone
@@ -89,7 +90,25 @@ def main(out: str) -> None:
     vloss, _ = vclr_ddp(vviews, {"anchor_last": torch.tensor([0, 1, 1, 0])}, torch.Generator().manual_seed(9))
     vloss.backward()
 
+    # CORP_f: NT-Xent negatives gathered across ranks. In eval mode the features do not depend on
+    # the batch, so the mean of the ranks' losses must equal one process's loss on the union batch.
+    torch.manual_seed(0)
+    corp = CORPf(CORPConfig(proj_hidden=32, proj_dim=16, heads=8, mlp_hidden=16, clip_len=4, losses=["contrast"]),
+                 Backbone("tiny3d"), distributed=True).eval()
+    g3 = torch.Generator().manual_seed(300 + rank)
+    cviews = [torch.randn(4, 3, 4, 16, 16, generator=g3) for _ in range(2)]
+    local_loss, _ = corp(cviews, {"starts": torch.zeros(4, 2)})
+    mean_loss = all_gather_nograd(local_loss.detach()[None]).mean()
+    corp.distributed = False
+    nogather_loss, _ = corp(cviews, {"starts": torch.zeros(4, 2)})
+    union = [all_gather_nograd(v) for v in cviews]
+    union_loss, _ = corp(union, {"starts": torch.zeros(8, 2)})
+
     result = {
+        "corp_mean_loss": float(mean_loss),
+        "corp_union_loss": float(union_loss.detach()),
+        "corp_local_loss": float(local_loss.detach()),
+        "corp_nogather_loss": float(nogather_loss.detach()),
         "video_queue": vclr.video_queue.keys.tolist(),
         "video_expected_head": all_gather_nograd(video_keys["local"]).tolist(),
         "frame_queue": vclr.queue.keys.tolist(),

@@ -51,6 +51,14 @@ def test_vclr_second_queue_holds_both_ranks_video_keys(ranks):
     assert ranks[0]["vclr_grad_sum"] == ranks[1]["vclr_grad_sum"]  # DDP averaged the gradients
 
 
+def test_corp_negatives_are_gathered_across_ranks(ranks):
+    assert abs(ranks[0]["corp_mean_loss"] - ranks[0]["corp_union_loss"]) < 1e-4
+    assert ranks[0]["corp_union_loss"] == pytest.approx(ranks[1]["corp_union_loss"], rel=1e-6)
+    # without the gather a rank sees only its own 2B-1 candidates: fewer negatives, a lower loss
+    for r in ranks:
+        assert r["corp_nogather_loss"] < r["corp_local_loss"] - 0.1
+
+
 def test_gradients_are_synchronised(ranks):
     assert ranks[0]["params"] == ranks[1]["params"]
     assert ranks[0]["param_sum"] == ranks[1]["param_sum"]

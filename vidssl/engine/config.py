@@ -17,6 +17,7 @@ import yaml
 
 from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
+from vidssl.methods.corp import CORPConfig, SimCLRConfig
 from vidssl.methods.moco import MoCoConfig
 from vidssl.methods.seco import SeCoConfig
 from vidssl.methods.vclr import VCLRConfig
@@ -62,7 +63,7 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "tiny2d"
+    arch: str = "auto"  # auto: tiny3d for methods that take clips, tiny2d for frame methods
 
 
 @dataclass
@@ -105,9 +106,19 @@ class Config:
     seco: SeCoConfig = field(default_factory=SeCoConfig)
     moco: MoCoConfig = field(default_factory=MoCoConfig)
     vclr: VCLRConfig = field(default_factory=VCLRConfig)
+    corp_f: CORPConfig = field(default_factory=CORPConfig)
+    corp_m: CORPConfig = field(default_factory=lambda: CORPConfig(num_clips=4))
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
 
     def method_config(self) -> Any:
         return getattr(self, self.method)
+
+    def arch(self) -> str:
+        """The backbone: ``model.arch``, or for ``auto`` the laptop backbone of the method's input."""
+        if self.model.arch != "auto":
+            return self.model.arch
+        layout = METHODS[self.method].data_spec(self.method_config())["layout"]
+        return "tiny3d" if layout == "clip" else "tiny2d"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,7 +21,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> tuple[Path, Path
         raise VidsslError(f"{out}: the export must end in .safetensors or .pt")
     state = load_checkpoint(checkpoint)
     cfg = config_from_yaml_text(state["config"])
-    method = METHODS[cfg.method](cfg.method_config(), Backbone(cfg.model.arch), False)
+    method = METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), False)
     method.load_state_dict(state["model"], strict=True)
     backbone: Backbone = method.backbone
     weights = {k: v.detach().contiguous().clone() for k, v in backbone.net.state_dict().items()}

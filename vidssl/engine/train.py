@@ -54,7 +54,7 @@ def build_source(cfg: Config) -> tuple[VideoSource, Any]:
 
 
 def build_method(cfg: Config, distributed: bool) -> nn.Module:
-    backbone = Backbone(cfg.model.arch)
+    backbone = Backbone(cfg.arch())
     method_cls = METHODS[cfg.method]
     return method_cls(cfg.method_config(), backbone, distributed)
 
@@ -167,7 +167,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
     last_step = plan.total_steps if not cfg.train.max_steps else min(plan.total_steps, cfg.train.max_steps)
     logger = RunLogger(out, last_step, ctx.is_main, start_step=step)
     if ctx.is_main:
-        logger.message(f"{cfg.method}: {len(dataset)} videos, {cfg.model.arch}, global batch "
+        logger.message(f"{cfg.method}: {len(dataset)} videos, {cfg.arch()}, global batch "
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
                        f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
                        f"device {ctx.device}, run folder {out}" + (f", resumed at step {step}" if step else ""))
@@ -179,7 +179,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
         if ctx.is_main:
             save_atomic({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                          "rng": _rng_state(ctx.device), "config": cfg.to_yaml(), "method": cfg.method,
-                         "arch": cfg.model.arch}, out / CHECKPOINT)
+                         "arch": cfg.arch()}, out / CHECKPOINT)
 
     method.train()
     while step < last_step:

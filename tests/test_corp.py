@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidssl.engine.config import load_config
+from vidssl.losses.corp import corp_m_decoupled_loss, corp_m_loss, corp_pair_labels, nt_xent
+from vidssl.methods.corp import CORPConfig, CORPf, CORPm, SimCLR, SimCLRConfig
+from vidssl.models.backbones import Backbone
+from vidssl.models.relation import DecouplingAttention, MixedAttention
+
+SMALL = {"proj_hidden": 32, "proj_dim": 16, "heads": 8, "mlp_hidden": 16, "clip_len": 4}
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_decoupling_attention_symmetry():
+    head = DecouplingAttention(16, 8, 8, 16, 2)
+    x, y = unit(5, 16, seed=0), unit(5, 16, seed=1)
+    assert torch.allclose(head.symmetric(x, y), head.symmetric(y, x))
+    assert torch.allclose(head.antisymmetric(x, y), -head.antisymmetric(y, x))
+    logp = head(x, y)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(5), atol=1e-6)  # a 3-way distribution
+
+
+def test_gradient_isolation_of_the_decoupled_head():
+    head = DecouplingAttention(16, 8, 8, 16, 2)
+    z = unit(6, 16, seed=2)
+    i, j, labels = corp_pair_labels(torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 10, 20, 5, 15, 0]))
+    same, order = head.same_logit(z[i], z[j]), head.order_logit(z[i], z[j])
+    # the decoupled form equals the 3-way cross-entropy on the head's factorised distribution
+    assert torch.allclose(corp_m_decoupled_loss(same, order, labels), corp_m_loss(head(z[i], z[j]), labels), rtol=1e-5)
+    corp_m_decoupled_loss(same, order, labels, ("contrast",)).backward(retain_graph=True)
+    assert head.G.weight.grad.abs().sum() > 0
+    assert head.P.weight.grad is None or head.P.weight.grad.abs().sum() == 0
+    assert head.Q.weight.grad is None or head.Q.weight.grad.abs().sum() == 0
+    head.zero_grad()
+    corp_m_decoupled_loss(same, order, labels, ("order",)).backward()
+    assert head.P.weight.grad.abs().sum() > 0 and head.Q.weight.grad.abs().sum() > 0
+    assert head.G.weight.grad is None or head.G.weight.grad.abs().sum() == 0
+
+
+def test_mixed_attention_shape_and_parts_sum_to_the_3way_loss():
+    head = MixedAttention(16, heads=8, hidden=16, layers=3, num_outputs=3)
+    z = unit(6, 16, seed=3)
+    i, j, labels = corp_pair_labels(torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 10, 20, 5, 15, 0]))
+    logits = head(z[i], z[j])
+    assert logits.shape == (30, 3) and len(head.mlp) == 5  # 3 linear layers, 2 ReLUs
+    full = F.cross_entropy(logits, labels, reduction="sum")
+    assert torch.allclose(corp_m_loss(logits, labels), full, rtol=1e-5)
+
+
+def test_three_way_labels_for_every_pair_type():
+    i, j, labels = corp_pair_labels(torch.tensor([0, 0, 1, 1]), torch.tensor([30, 10, 5, 50]))
+    got = {(int(a), int(b)): int(c) for a, b, c in zip(i, j, labels, strict=True)}
+    assert len(got) == 4 * 3
+    assert got[(1, 0)] == 1 and got[(0, 1)] == 2  # clip 1 (start 10) precedes clip 0 (start 30)
+    assert got[(2, 3)] == 1 and got[(3, 2)] == 2
+    cross = [(a, b) for a in (0, 1) for b in (2, 3)] + [(b, a) for a in (0, 1) for b in (2, 3)]
+    assert all(got[p] == 0 for p in cross)
+
+
+def test_nt_xent_against_a_hand_written_reference():
+    z = unit(6, 8, seed=4)  # 3 videos: clips 0-2 are "a", 3-5 are "b"
+    positive = torch.tensor([3, 4, 5, 0, 1, 2])
+    expected = 0.0
+    for n in range(6):
+        den = sum(math.exp(float(z[n] @ z[m]) / 0.1) for m in range(6) if m != n)
+        expected -= math.log(math.exp(float(z[n] @ z[positive[n]]) / 0.1) / den) / 6
+    got = nt_xent(z, z, positive, torch.arange(6), 0.1)
+    assert math.isclose(float(got), expected, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("relation", ["decoupling", "mixed"])
+def test_corp_f_loss_is_the_4b_minus_2_way_cross_entropy(relation):
+    torch.manual_seed(0)
+    m = CORPf(CORPConfig(relation=relation, **SMALL), Backbone("tiny3d")).eval()
+    b = 3
+    views = [torch.randn(b, 3, 4, 16, 16) for _ in range(2)]
+    starts = torch.tensor([[0, 20], [30, 5], [10, 40]])
+    loss, parts = m(views, {"starts": starts})
+    with torch.no_grad():
+        z = m.embed(torch.cat(views))
+        # explicit (4B-2)-way classification per anchor: (other clip c, "anchor precedes c" or not)
+        total = 0.0
+        for n in range(2 * b):
+            others = [c for c in range(2 * b) if c != n]
+            sim = torch.stack([z[n] @ z[c] / 0.1 for c in others])
+            log_same = sim - torch.logsumexp(sim, 0)  # eq. 5
+            order = torch.stack([m.order_logits(z[n][None], z[c][None])[0].log_softmax(-1) for c in others])
+            logp = (log_same[:, None] + order).flatten()  # (4B-2) classes
+            assert torch.allclose(logp.exp().sum(), torch.tensor(1.0), atol=1e-5)
+            pos = (n + b) % (2 * b)
+            anchor_first = starts[n % b, n // b] <= starts[n % b, 1 - n // b]
+            cls = others.index(pos) * 2 + (0 if anchor_first else 1)
+            total -= float(logp[cls]) / b
+    assert math.isclose(float(loss.detach()), total, rel_tol=1e-4)
+    assert set(parts) == {"contrast", "order"}
+
+
+def test_corp_m_and_simclr_train_steps():
+    torch.manual_seed(0)
+    m = CORPm(CORPConfig(num_clips=3, **SMALL), Backbone("tiny3d"))
+    views = [torch.randn(4, 3, 4, 16, 16) for _ in range(3)]
+    loss, parts = m(views, {"starts": torch.tensor([[0, 30, 60], [50, 10, 80], [5, 40, 70], [90, 0, 45]])})
+    loss.backward()
+    assert set(parts) == {"contrast", "order"} and torch.isfinite(loss)
+    assert m.relation.G.weight.grad.abs().sum() > 0 and m.relation.P.weight.grad.abs().sum() > 0
+    s = SimCLR(SimCLRConfig(**SMALL), Backbone("tiny3d"))
+    loss, parts = s([torch.randn(4, 3, 4, 16, 16) for _ in range(2)], {"starts": torch.zeros(4, 2)})
+    assert set(parts) == {"contrast"} and not hasattr(s, "order_head")
+    with pytest.raises(ValueError, match="must be even"):
+        m([torch.randn(3, 3, 4, 16, 16) for _ in range(3)], {"starts": torch.zeros(3, 3)})
+
+
+def test_corp_configs_and_validation():
+    cfg = load_config(None, ["corp_f.relation=mixed", "corp_f.mlp_layers=3", "corp_f.losses=[order]"], method="corp_f")
+    assert cfg.arch() == "tiny3d" and cfg.corp_f.relation == "mixed"
+    assert load_config(None, [], method="corp_m").corp_m.num_clips == 4
+    with pytest.raises(Exception, match="relation must be one of"):
+        load_config(None, ["corp_m.relation=cross"], method="corp_m")
+    with pytest.raises(ValueError, match="3d backbone"):
+        CORPf(CORPConfig(), Backbone("tiny2d"))
