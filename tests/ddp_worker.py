@@ -16,7 +16,21 @@ from vidssl.methods.seco import SeCo, SeCoConfig
 from vidssl.methods.vclr import VCLR, VCLRConfig
 from vidssl.models.backbones import Backbone
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad
+from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
+
+
+def record_enqueued(queue: KeyQueue) -> dict[str, torch.Tensor]:
+    """Wrap ``queue.enqueue`` to keep the local keys it is handed (before the gather)."""
+    recorded: dict[str, torch.Tensor] = {}
+    enqueue = queue.enqueue
+
+    def spy(keys: torch.Tensor, gather: bool = True) -> None:
+        recorded["local"] = keys.detach().clone()
+        enqueue(keys, gather)
+
+    queue.enqueue = spy
+    return recorded
 
 
 def main(out: str) -> None:
@@ -31,15 +45,7 @@ def main(out: str) -> None:
     views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(4)]
     info = {"order": torch.randint(0, 2, (4,), generator=g)}
 
-    # Record the local keys the method hands to the queue (before the gather).
-    recorded = {}
-    enqueue = method.queue.enqueue
-
-    def spy(keys: torch.Tensor, gather: bool = True) -> None:
-        recorded["local"] = keys.detach().clone()
-        enqueue(keys, gather)
-
-    method.queue.enqueue = spy
+    recorded = record_enqueued(method.queue)
     loss, _ = model(views, info, torch.Generator().manual_seed(7))
     loss.backward()
     opt.step()
@@ -77,14 +83,7 @@ def main(out: str) -> None:
     vclr = VCLR(VCLRConfig(queue_size=32, video_queue_size=16, head_hidden=16, head_dim=8), Backbone("tiny2d"),
                 distributed=True)
     vclr_ddp = DistributedDataParallel(vclr, broadcast_buffers=False)
-    video_keys = {}
-    enqueue_video = vclr.video_queue.enqueue
-
-    def spy_video(keys: torch.Tensor, gather: bool = True) -> None:
-        video_keys["local"] = keys.detach().clone()
-        enqueue_video(keys, gather)
-
-    vclr.video_queue.enqueue = spy_video
+    video_keys = record_enqueued(vclr.video_queue)
     g2 = torch.Generator().manual_seed(200 + rank)
     vviews = [torch.randn(4, 3, 16, 16, generator=g2) for _ in range(7)]
     vloss, _ = vclr_ddp(vviews, {"anchor_last": torch.tensor([0, 1, 1, 0])}, torch.Generator().manual_seed(9))

@@ -41,6 +41,27 @@ class Sampler(Protocol):
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def read_sample(opener: Callable[[VideoRecord], VideoReader], record: VideoRecord, sampler: Sampler,
+                rng: np.random.Generator | None, min_frames: int = 1) -> tuple[SamplePlan, list[torch.Tensor]]:
+    """Open ``record``, plan a sample, decode the union of the plan's frame indices once and slice
+    it per view: ``(plan, [(T, C, H, W) uint8 per view])``. A video with no frames, or fewer than
+    ``min_frames``, is a :class:`~vidssl.errors.DecodeError` naming the file."""
+    reader = opener(record)
+    try:
+        n = reader.num_frames
+        if n <= 0:
+            raise DecodeError(record.path, "video has 0 frames")
+        if n < min_frames:
+            raise DecodeError(record.path, f"too short: {n} frames < {min_frames} needed by the sampler")
+        plan = sampler.plan(n, rng)
+        wanted = plan.all_indices
+        frames = reader.get_frames(wanted)
+    finally:
+        reader.close()
+    pos = {f: k for k, f in enumerate(wanted)}
+    return plan, [frames[[pos[f] for f in view]] for view in plan.views]
+
+
 class FileOpener:
     """Picklable reader factory for files and frame folders."""
 
@@ -103,30 +124,15 @@ class VideoDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _load(self, record: VideoRecord, rng: np.random.Generator) -> tuple[SamplePlan, torch.Tensor, list[int]]:
-        reader = self.opener(record)
-        try:
-            n = reader.num_frames
-            if n <= 0:
-                raise DecodeError(record.path, "video has 0 frames")
-            if n < self.sampler.min_frames and self.short_videos == "skip":
-                raise DecodeError(record.path, f"too short: {n} frames < {self.sampler.min_frames} "
-                                               "needed by the sampler")
-            plan = self.sampler.plan(n, rng)
-            wanted = plan.all_indices
-            frames = reader.get_frames(wanted)
-        finally:
-            reader.close()
-        return plan, frames, wanted
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.source.records)
         for attempt in range(self.max_substitutes + 1):
             i = (index + attempt) % n
             record = self.source.records[i]
             rng = np.random.default_rng([self.seed, self.epoch, i])
+            min_frames = self.sampler.min_frames if self.short_videos == "skip" else 1
             try:
-                plan, frames, wanted = self._load(record, rng)
+                plan, clips = read_sample(self.opener, record, self.sampler, rng, min_frames)
             except DataError as exc:
                 if self.strict:
                     raise
@@ -134,7 +140,7 @@ class VideoDataset(Dataset):
                 continue
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return {
-                "views": self._views(plan, frames, wanted, g),
+                "views": self._views(clips, g),
                 "info": {k: torch.as_tensor(v) for k, v in plan.info.items()},
                 "label": -1 if record.label is None else record.label,
                 "index": i,
@@ -144,15 +150,12 @@ class VideoDataset(Dataset):
                         f"{self.source.records[index].path}: is the dataset broken? "
                         "(run `vidssl data check`)")
 
-    def _views(self, plan: SamplePlan, frames: torch.Tensor, wanted: list[int],
-               g: torch.Generator) -> list[torch.Tensor]:
-        pos = {f: k for k, f in enumerate(wanted)}
-        repeat = self.repeat or (1,) * len(plan.views)
-        if len(repeat) != len(plan.views):
-            raise ValueError(f"repeat has {len(repeat)} entries for {len(plan.views)} sampled views")
+    def _views(self, clips: list[torch.Tensor], g: torch.Generator) -> list[torch.Tensor]:
+        repeat = self.repeat or (1,) * len(clips)
+        if len(repeat) != len(clips):
+            raise ValueError(f"repeat has {len(repeat)} entries for {len(clips)} sampled views")
         out = []
-        for view, copies in zip(plan.views, repeat, strict=True):
-            clip = frames[[pos[f] for f in view]]
+        for clip, copies in zip(clips, repeat, strict=True):
             for _ in range(copies):
                 x = self.transform(clip, g)  # (T, C, H, W) float
                 if self.layout == "clip":

@@ -200,7 +200,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(cfg.train.seed * 1000003 + step)
-            totals: dict[str, float] = {}
+            totals: dict[str, torch.Tensor] = {}  # loss parts, kept on the device until logged
             loss_sum = torch.zeros((), device=ctx.device)
             for micro in range(cfg.train.accumulate):
                 batch = next(batches)
@@ -216,7 +216,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                     (loss / cfg.train.accumulate).backward()
                 loss_sum += loss.detach() / cfg.train.accumulate
                 for k, v in parts.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.train.accumulate
+                    totals[k] = totals.get(k, 0.0) + v.detach() / cfg.train.accumulate
             loss_value = float(loss_sum)
             if not math.isfinite(loss_value):
                 optimizer.zero_grad(set_to_none=True)
@@ -226,14 +226,15 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                                    f"({skipped_steps} so far)")
                     step += 1
                     continue
-                raise TrainingError(f"non-finite loss {loss_value} at step {step} ({totals}); the last "
+                parts_text = {k: float(v) for k, v in totals.items()}
+                raise TrainingError(f"non-finite loss {loss_value} at step {step} ({parts_text}); the last "
                                     f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
                                     "set train.nan_policy=skip.")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if ctx.is_main and (step % cfg.train.log_every == 0 or step == last_step):
-                logger.log(step, epoch, {"loss": loss_value, **totals, "lr": lr,
+                logger.log(step, epoch, {"loss": loss_value, **{k: float(v) for k, v in totals.items()}, "lr": lr,
                                          "skipped_videos": float(skipped_videos)})
             if step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step:
                 checkpoint()

@@ -24,6 +24,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from vidssl.data.dataset import read_sample
 from vidssl.data.records import VideoSource
 from vidssl.data.samplers import UniformClipSampler, UniformFrameSampler
 from vidssl.data.transforms import normalize
@@ -92,24 +93,14 @@ class EvalClips(Dataset):
         return torch.zeros(self.p.num * self.p.crops, t, 3, self.p.crop, self.p.crop)
 
     def __getitem__(self, i: int) -> dict:
-        record = self.source.records[i]
         try:
-            reader = self.opener(record)
-            try:
-                if reader.num_frames <= 0:
-                    raise DataError(f"{record.path}: video has 0 frames")
-                plan = self.sampler.plan(reader.num_frames)
-                wanted = plan.all_indices
-                frames = reader.get_frames(wanted)
-            finally:
-                reader.close()
+            _, clips = read_sample(self.opener, self.source.records[i], self.sampler, None)
         except DataError as exc:
             log.warning("evaluation skips %s", exc)
             return {"views": self._empty(), "ok": False, "index": i}
-        pos = {f: k for k, f in enumerate(wanted)}
         views = []
-        for view in plan.views:
-            clip = F.resize(frames[[pos[f] for f in view]], [self.p.short_side], antialias=True)
+        for clip in clips:
+            clip = F.resize(clip, [self.p.short_side], antialias=True)
             views += [normalize(c, self.mean, self.std) for c in spatial_crops(clip, self.p.crop, self.p.crops)]
         return {"views": torch.stack(views), "ok": True, "index": i}
 

@@ -28,15 +28,16 @@ def corp_f_order_loss(forward_logits: torch.Tensor, backward_logits: torch.Tenso
 
 
 def corp_pair_labels(video: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All ordered pairs ``(i, j)``, ``i != j``, of clips with video ids ``video`` and start frames
-    ``start``, with CORP_m's 3-way labels: 0 different videos (P1), 1 ``i`` precedes ``j`` (P2),
-    2 ``j`` precedes ``i`` (P3). Ties in start (only in videos too short for the sampler) count as P2."""
+    """All ordered pairs ``(i, j)``, ``i != j``, of clips with video ids ``video`` ``(n,)`` and
+    start frames ``start`` ``(..., n)`` (a batch of samples with the same video layout), with CORP_m's
+    3-way labels ``(..., pairs)``: 0 different videos (P1), 1 ``i`` precedes ``j`` (P2), 2 ``j``
+    precedes ``i`` (P3). Ties in start (only in videos too short for the sampler) count as P2."""
     n = len(video)
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     keep = i != j
     i, j = i[keep].to(video.device), j[keep].to(video.device)
     same = video[i] == video[j]
-    labels = torch.where(same, torch.where(start[i] <= start[j], 1, 2), 0)
+    labels = torch.where(same, torch.where(start[..., i] <= start[..., j], 1, 2), 0)
     return i, j, labels
 
 

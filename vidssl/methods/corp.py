@@ -151,10 +151,7 @@ class CORPm(_ClipEncoder):
         z_pairs = z.reshape(pairs, 2 * k, -1)  # video 2p's K clips, then video 2p+1's
         starts_pairs = starts.reshape(pairs, 2 * k)
         video = torch.arange(2 * k, device=z.device) // k
-        i, j, _ = corp_pair_labels(video, starts_pairs[0])
-        same = video[i] == video[j]
-        order = torch.where(starts_pairs[:, i] <= starts_pairs[:, j], 1, 2)
-        labels = torch.where(same, order, torch.zeros_like(order))  # (P, 2K(2K-1))
+        i, j, labels = corp_pair_labels(video, starts_pairs)  # labels (P, 2K(2K-1))
         zi, zj, labels = z_pairs[:, i], z_pairs[:, j], labels.flatten()
         if isinstance(self.relation, DecouplingAttention):
             same = self.relation.same_logit(zi, zj).flatten()
