@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vidssl.engine.distributed import setup, teardown
 from vidssl.methods.corp import CORPConfig, CORPf
+from vidssl.methods.mlfo import MLFO, MLFOConfig
 from vidssl.methods.seco import SeCo, SeCoConfig
 from vidssl.methods.vclr import VCLR, VCLRConfig
 from vidssl.models.backbones import Backbone
@@ -103,7 +104,31 @@ def main(out: str) -> None:
     union = [all_gather_nograd(v) for v in cviews]
     union_loss, _ = corp(union, {"starts": torch.zeros(8, 2)})
 
+    # MLFO: instance negatives, Sinkhorn codes, graph targets and the score queue all span the
+    # gathered batch, so (eval mode) the mean of the ranks' losses equals the union batch's loss.
+    torch.manual_seed(0)
+    mcfg = MLFOConfig(clip_len=4, proj_hidden=32, proj_dim=16, prototypes=6, score_queue=32, graph_start=0.0,
+                      freeze_prototypes_epochs=0, me_reduction=4, retrieval_levels=["low"])
+    mlfo = MLFO(mcfg, Backbone("tiny3d"), distributed=True).eval()
+    mlfo.set_epoch(1, 2)
+    g4 = torch.Generator().manual_seed(400 + rank)
+    mviews = [torch.randn(4, 3, 4, 16, 16, generator=g4) for _ in range(3)]
+    m_local, m_parts = mlfo(mviews, {}, torch.Generator().manual_seed(5))
+    m_mean = all_gather_nograd(m_local.detach()[None]).mean()
+    mlfo_queue = mlfo.score_queue.keys[:16].clone()
+    mlfo.distributed = False
+    m_nogather, _ = mlfo(mviews, {}, torch.Generator().manual_seed(5))
+    mlfo.score_queue.filled.zero_()
+    mlfo.score_queue.ptr.zero_()
+    m_union, _ = mlfo([all_gather_nograd(v) for v in mviews], {}, torch.Generator().manual_seed(5))
+
     result = {
+        "mlfo_mean_loss": float(m_mean),
+        "mlfo_union_loss": float(m_union.detach()),
+        "mlfo_local_loss": float(m_local.detach()),
+        "mlfo_nogather_loss": float(m_nogather.detach()),
+        "mlfo_parts": sorted(m_parts),
+        "mlfo_queue": mlfo_queue.tolist(),
         "corp_mean_loss": float(mean_loss),
         "corp_union_loss": float(union_loss.detach()),
         "corp_local_loss": float(local_loss.detach()),

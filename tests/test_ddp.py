@@ -59,6 +59,15 @@ def test_corp_negatives_are_gathered_across_ranks(ranks):
         assert r["corp_nogather_loss"] < r["corp_local_loss"] - 0.1
 
 
+def test_mlfo_gathers_negatives_codes_graph_and_queue_across_ranks(ranks):
+    r0, r1 = ranks
+    assert {"ins", "sem", "mul_low", "mul_mid", "mul_high", "aug_low", "aug_mid", "ret_low"} == set(r0["mlfo_parts"])
+    assert r0["mlfo_mean_loss"] == pytest.approx(r0["mlfo_union_loss"], abs=1e-4)
+    assert r0["mlfo_union_loss"] == pytest.approx(r1["mlfo_union_loss"], rel=1e-6)
+    assert all(abs(r["mlfo_nogather_loss"] - r["mlfo_local_loss"]) > 1e-3 for r in ranks)
+    assert r0["mlfo_queue"] == r1["mlfo_queue"]  # both ranks queued both ranks' scores
+
+
 def test_gradients_are_synchronised(ranks):
     assert ranks[0]["params"] == ranks[1]["params"]
     assert ranks[0]["param_sum"] == ranks[1]["param_sum"]

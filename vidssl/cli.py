@@ -158,6 +158,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_tables(args: argparse.Namespace) -> int:
+    from vidssl.bench.tables import Budget, run_tables
+
+    budget = Budget(args.epochs, args.eval_clips, args.workers, list(args.overrides))
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    rendered = run_tables([t.strip() for t in args.tables.split(",") if t.strip()],
+                          [int(s) for s in args.seeds.split(",")], budget, args.out, args.docs or None, rows)
+    for text in rendered.values():
+        print("\n" + text)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vidssl.eval.report import make_report
 
@@ -215,6 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+")
     p.add_argument("--out", default=None, help="default: <first dir>/report")
     p.set_defaults(func=cmd_report)
+
+    bench = sub.add_parser("bench", help="the papers' tables at laptop scale; throughput")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bsub.add_parser("tables", help="ablation tables on the built-in data (pretrain + evaluate, resumable)")
+    p.add_argument("--tables", default="seco,vclr,corp,mlfo,baselines", help="comma-separated: seco, vclr, corp, "
+                   "mlfo, baselines")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated pretraining seeds")
+    p.add_argument("--epochs", type=int, default=15, help="pretraining epochs per run (the budget)")
+    p.add_argument("--rows", default="", help="comma-separated row labels or slugs (default: all)")
+    p.add_argument("--eval-clips", type=int, default=10)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="runs/bench", help="runs and results (one JSON per run)")
+    p.add_argument("--docs", default="docs/results", help="where the markdown tables and plots go ('' for none)")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every row (e.g. train.batch_size=32)")
+    p.set_defaults(func=cmd_bench_tables)
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")

@@ -209,6 +209,11 @@ class MLFOWindowSampler:
     def min_frames(self) -> int:
         return clip_span(self.window, min(self.strides))
 
+    @property
+    def clip_len(self) -> int:
+        """Frames per short clip (and per global clip): the clip length the encoder trains on."""
+        return self.window // 2
+
     def plan(self, num_frames: int, rng: np.random.Generator) -> SamplePlan:
         fitting = [s for s in self.strides if clip_span(self.window, s) <= num_frames]
         stride = int(rng.choice(fitting)) if fitting else 1

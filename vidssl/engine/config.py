@@ -18,6 +18,7 @@ import yaml
 from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
 from vidssl.methods.corp import CORPConfig, SimCLRConfig
+from vidssl.methods.mlfo import MLFOConfig
 from vidssl.methods.moco import MoCoConfig
 from vidssl.methods.seco import SeCoConfig
 from vidssl.methods.vclr import VCLRConfig
@@ -109,6 +110,7 @@ class Config:
     corp_f: CORPConfig = field(default_factory=CORPConfig)
     corp_m: CORPConfig = field(default_factory=lambda: CORPConfig(num_clips=4))
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    mlfo: MLFOConfig = field(default_factory=MLFOConfig)
 
     def method_config(self) -> Any:
         return getattr(self, self.method)

@@ -195,6 +195,8 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
         for _ in range(in_epoch, plan.steps_per_epoch):
             if step >= last_step:
                 break
+            if hasattr(method, "set_epoch"):  # methods with epoch-based stages (MLFO)
+                method.set_epoch(epoch, cfg.train.epochs)
             lr = lr_at(step, plan.lr, plan.total_steps, plan.warmup_steps, cfg.optim.schedule,
                        cfg.optim.milestones, cfg.optim.gamma)
             for group in optimizer.param_groups:

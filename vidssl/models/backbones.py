@@ -79,6 +79,12 @@ ARCHS: dict[str, tuple[Callable[[], nn.Module], str, int]] = {
     "tiny2d": (lambda: TinyResNet("2d"), "2d", 128),
     "tiny3d": (lambda: TinyResNet("3d"), "3d", 128),
 }
+# Channels of the low / mid / high feature maps.
+LEVEL_CHANNELS: dict[str, tuple[int, int, int]] = {
+    "resnet18": (128, 256, 512), "resnet50": (512, 1024, 2048), "r3d_18": (128, 256, 512),
+    "r2plus1d_18": (128, 256, 512), "mc3_18": (128, 256, 512), "s3d": (480, 832, 1024),
+    "tiny2d": (32, 64, 128), "tiny3d": (32, 64, 128),
+}
 # S3D: feature indices after which the low / mid / high taps are taken (Mixed_3c, Mixed_4f, Mixed_5c).
 _S3D_TAPS = {"low": 6, "mid": 12, "high": 15}
 
@@ -92,6 +98,7 @@ class Backbone(nn.Module):
             raise ValueError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHS)}")
         build, self.kind, self.feature_dim = ARCHS[arch]
         self.arch = arch
+        self.level_channels = dict(zip(LEVELS, LEVEL_CHANNELS[arch], strict=True))
         self.net = build()
         if arch == "s3d":
             self.net.classifier = nn.Identity()

@@ -20,10 +20,15 @@ class KeyQueue(nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=g), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
     @property
     def size(self) -> int:
         return self.keys.shape[0]
+
+    def valid(self) -> torch.Tensor:
+        """The keys written so far (all of them once the ring has wrapped)."""
+        return self.keys[: int(self.filled)]
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, gather: bool = True) -> None:
@@ -34,3 +39,4 @@ class KeyQueue(nn.Module):
         idx = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
         self.keys[idx] = keys
         self.ptr.copy_((self.ptr + n) % self.size)
+        self.filled.copy_(torch.clamp(self.filled + n, max=self.size))

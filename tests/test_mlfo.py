@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidssl.engine.config import load_config
+from vidssl.losses.mlfo import graph_loss, graph_targets, instance_loss, sinkhorn, timestamp_retrieval_loss
+from vidssl.methods.mlfo import MLFO, MLFOConfig
+from vidssl.models.backbones import Backbone
+from vidssl.models.temporal import MotionBranch, MotionExcitation, time_reverse, time_shuffle
+
+SMALL = {"clip_len": 4, "proj_hidden": 32, "proj_dim": 16, "prototypes": 6, "score_queue": 16, "me_reduction": 4,
+         "retrieval_levels": ["low"]}
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def views(b: int = 4, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, 3, 4, 16, 16, generator=g) for _ in range(3)]
+
+
+def test_sinkhorn_marginals():
+    scores = unit(12, 8, seed=0) @ unit(5, 8, seed=1).T  # 12 samples, 5 prototypes
+    for iterations in (1, 3, 200):
+        q = sinkhorn(scores, eps=0.05, iterations=iterations)
+        assert torch.allclose(q.sum(1), torch.ones(12), atol=1e-5)  # every sample a distribution
+        assert (q >= 0).all()
+    q = sinkhorn(scores, eps=0.05, iterations=200)
+    assert torch.allclose(q.sum(0), torch.full((5,), 12 / 5), atol=1e-3)  # equipartition
+    plain = torch.softmax(scores / 0.05, dim=1).sum(0)
+    three = sinkhorn(scores, eps=0.05, iterations=3).sum(0)
+    assert (three - 12 / 5).abs().max() < (plain - 12 / 5).abs().max()
+
+
+def test_sinkhorn_is_stable_for_large_scores():
+    q = sinkhorn(torch.tensor([[50.0, -50.0], [-50.0, 50.0], [50.0, 49.0]]), eps=0.05, iterations=3)
+    assert torch.isfinite(q).all() and torch.allclose(q.sum(1), torch.ones(3))
+
+
+def reference_instance_loss(z1, z2, tau):
+    """Eq. 2-3 with explicit sums (float64): sum over videos and views, divided by the videos."""
+    h = lambda u, v: math.exp(float(u @ v) / tau)  # noqa: E731
+    n, total = len(z1), 0.0
+    for i in range(n):
+        for za in (z1[i], z2[i]):
+            denom = sum(h(z1[i], z2[i]) if j == i else h(za, z1[j]) + h(za, z2[j]) for j in range(n))
+            total -= math.log(h(z1[i], z2[i]) / denom)
+    return total / n
+
+
+def test_instance_loss_matches_eq_2_3():
+    z1, z2 = unit(5, 8, seed=2).double(), unit(5, 8, seed=3).double()
+    got = instance_loss(z1, z2, z1, z2, torch.arange(5), tau=0.5)
+    assert got.item() == pytest.approx(reference_instance_loss(z1, z2, 0.5), rel=1e-5)
+
+
+def test_graph_loss_with_one_hot_targets_is_the_instance_loss():
+    z1, z2 = unit(6, 8, seed=4), unit(6, 8, seed=5)
+    idx = torch.arange(6)
+    onehot = graph_targets(z1, z2, z1, z2, torch.rand(6, 3), torch.rand(6, 3), idx, "onehot")
+    assert torch.equal(onehot, torch.eye(6))
+    assert torch.allclose(graph_loss(onehot, z1, z2, z1, z2, idx, 0.07), instance_loss(z1, z2, z1, z2, idx, 0.07))
+
+
+def test_graph_target_properties():
+    torch.manual_seed(0)
+    n, eta, tau = 10, 0.08, 0.2
+    z1, z2 = unit(n, 8, seed=6), unit(n, 8, seed=7)
+    z2 = F.normalize(z1 + 0.3 * z2, dim=1)  # views alike, as after some training
+    codes = torch.softmax(torch.randn(n, 3) * 3, dim=1)  # three pseudo-classes
+    idx = torch.arange(n)
+    cls = codes.argmax(1)
+    same_class = cls[:, None] == cls[None, :]
+    # eq. 8 by hand: the ratio W(i, j) / sum_j W(i, j)
+    h = lambda u, v: torch.exp(u @ v / tau)  # noqa: E731
+    w = torch.stack([torch.stack([h(z1[i], z2[i]) if i == j else
+                                  (h(z1[i], z1[j]) + h(z1[i], z2[j]) + h(z2[i], z1[j]) + h(z2[i], z2[j])) / 4
+                                  for j in range(n)]) for i in range(n)])
+    ratio = w / w.sum(1, keepdim=True)
+    below = (ratio < eta) & ~torch.eye(n, dtype=torch.bool)
+    assert below.any() and (~below & ~torch.eye(n, dtype=torch.bool)).any()  # the threshold matters here
+    for kind in ("instance", "semantic", "combined"):
+        e = graph_targets(z1, z2, z1, z2, codes, codes, idx, kind, tau=tau, eta=eta)
+        assert not e.requires_grad
+        assert torch.allclose(e.sum(1), torch.ones(n), atol=1e-6)
+        assert (e.diagonal() > 0).all()  # the diagonal is kept
+        if kind in ("instance", "combined"):
+            assert (e[below] == 0).all()  # zero below eta
+        if kind in ("semantic", "combined"):
+            assert (e[~same_class] == 0).all()  # zero across pseudo-classes
+    combined = graph_targets(z1, z2, z1, z2, codes, codes, idx, "combined", tau=tau, eta=eta)
+    expected = torch.where(below | ~same_class, 0.0, ratio)
+    assert torch.allclose(combined, expected / expected.sum(1, keepdim=True), atol=1e-5)  # eq. 9
+    semantic = graph_targets(z1, z2, z1, z2, codes, codes, idx, "semantic")
+    assert torch.allclose(semantic, same_class.float() / same_class.sum(1, keepdim=True))
+
+
+def test_timestamp_retrieval_loss_against_a_reference():
+    short, long = unit(2, 3, 8, seed=8), unit(2, 6, 8, seed=9)
+    tau, offset = 0.1, 2
+    fwd, bwd = [], []
+    for b in range(2):
+        for k in range(3):
+            fwd.append(-torch.log_softmax(long[b] @ short[b, k] / tau, 0)[offset + k])
+            bwd.append(-torch.log_softmax(short[b] @ long[b, offset + k] / tau, 0)[k])
+    expected = 0.5 * (torch.stack(fwd).mean() + torch.stack(bwd).mean())
+    assert torch.allclose(timestamp_retrieval_loss(short, long, offset, tau), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        timestamp_retrieval_loss(short, long, 4, tau)
+
+
+def test_motion_excitation_sees_time_order_and_pooling_alone_does_not():
+    torch.manual_seed(0)
+    f = torch.randn(3, 32, 4, 5, 5)
+    with_me = MotionBranch(32, 16, 8, excitation=True, reduction=4)
+    identity = MotionBranch(32, 16, 8, excitation=False)
+    assert not torch.allclose(with_me(f), with_me(time_reverse(f)), atol=1e-4)
+    assert torch.allclose(identity(f), identity(time_reverse(f)), atol=1e-6)
+    assert torch.allclose(identity(f), identity(time_shuffle(f, torch.Generator().manual_seed(0))), atol=1e-6)
+    me = MotionExcitation(32, 4)
+    assert me(f).shape == f.shape
+    static = f[:, :, :1].expand(-1, -1, 4, -1, -1).contiguous()  # no motion: the excitation is weaker
+    assert not torch.allclose(me(static)[:, :, 0], me(static)[:, :, -1])  # the last step has no successor
+
+
+def test_time_shuffle_never_returns_the_original_order():
+    f = torch.arange(3.0).view(1, 1, 3, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        assert not torch.equal(time_shuffle(f, g), f)
+
+
+def test_stage_switch_prototype_freeze_and_score_queue():
+    torch.manual_seed(0)
+    cfg = MLFOConfig(**SMALL, graph_start=0.5, freeze_prototypes_epochs=1, queue_start_epoch=1)
+    model = MLFO(cfg, Backbone("tiny3d"))
+    v = views()
+    model.set_epoch(0, 4)  # stage one: no graph loss; prototypes frozen; queue filling, unused
+    assert not model.graph_active
+    loss, parts = model(v, {}, torch.Generator().manual_seed(0))
+    assert not any(k.startswith("mul_") for k in parts)
+    loss.backward()
+    assert model.prototypes.grad is None
+    assert int(model.score_queue.filled) == 8  # both views' scores of 4 videos
+    model.zero_grad()
+    model.set_epoch(2, 4)  # ceil(0.5 x 4) = 2: stage two
+    assert model.graph_active
+    loss, parts = model(v, {}, torch.Generator().manual_seed(0))
+    assert {"mul_low", "mul_mid", "mul_high"} <= set(parts)
+    loss.backward()
+    assert model.prototypes.grad.abs().sum() > 0
+    # after the warm-up the queued scores join the Sinkhorn problem and change the codes
+    scores = unit(4, 6, seed=10)
+    with_queue = model.codes(scores)
+    model.set_epoch(0, 4)
+    assert not torch.allclose(with_queue, model.codes(scores))
+    assert torch.allclose(model.codes(scores), sinkhorn(scores, cfg.sinkhorn_eps, cfg.sinkhorn_iterations))
+
+
+@pytest.mark.parametrize("temporal,expected", [
+    ("none", set()),
+    ("input", {"aug_input"}),
+    ("feature", {"aug_low", "aug_mid", "ret_low"}),
+])
+def test_temporal_modes(temporal, expected):
+    torch.manual_seed(0)
+    model = MLFO(MLFOConfig(**SMALL, temporal=temporal, graph_targets="none"), Backbone("tiny3d"))
+    loss, parts = model(views(), {}, torch.Generator().manual_seed(0))
+    assert set(parts) == {"ins", "sem"} | expected
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.encoder.net.conv1.weight.grad.abs().sum() > 0
+
+
+def test_graph_ablation_levels():
+    torch.manual_seed(0)
+    model = MLFO(MLFOConfig(**SMALL, graph_levels=["high"], graph_targets="instance", graph_start=0.0,
+                            temporal="none"), Backbone("tiny3d"))
+    _, parts = model(views(), {}, None)
+    assert set(parts) == {"ins", "sem", "mul_high"}
+    assert "low" not in model.projectors  # no head for a level without a loss
+
+
+def test_retrieval_needs_an_even_number_of_steps():
+    model = MLFO(MLFOConfig(**{**SMALL, "retrieval_levels": ["high"]}), Backbone("tiny3d"))
+    with pytest.raises(ValueError, match="even number of time steps"):
+        model(views(), {}, None)  # tiny3d's high level has 1 step for 4-frame clips
+
+
+def test_bad_mlfo_config_names_the_key():
+    from vidssl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mlfo.graph_levels"):
+        load_config(None, ["mlfo.graph_levels=[low, top]"], "mlfo")
+    with pytest.raises(ConfigError, match="mlfo.temporal"):
+        load_config(None, ["mlfo.temporal=sideways"], "mlfo")
+
+
+def test_mlfo_needs_a_3d_backbone():
+    with pytest.raises(ValueError, match="3d backbone"):
+        MLFO(MLFOConfig(**SMALL), Backbone("tiny2d"))
+
+
+def test_cli_pretrain_mlfo_on_builtin_data(tmp_path):
+    from vidssl.cli import main
+
+    out = tmp_path / "mlfo"
+    assert main(["pretrain", "--config", "mlfo_laptop", "--out", str(out), "train.max_steps=3",
+                 "train.batch_size=8", "data.num_workers=0", "data.synthetic_videos=40", "train.epochs=2",
+                 "train.log_every=1"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and "ret_mid" in lines[-1]
+    assert (out / "checkpoint.pt").is_file()

@@ -1,0 +1,255 @@
+"""``vidssl bench tables``: the papers' ablation tables re-run on the built-in synthetic videos.
+
+Each row is a method with config overrides (on its laptop config); each (row, seed) pretrains for
+a fixed budget of epochs and is then evaluated on frozen features with one protocol for all rows:
+linear SVM (C by cross-validation) and retrieval on the motion labels (the time-reversal twins: the
+role Something-Something plays in the papers) and on the appearance labels, separately, plus the
+label-free arrow-of-time and clip-order probes. Results are one JSON per run (a finished run is
+never redone, so an interrupted bench resumes), then mean ± std over seeds in a markdown table per
+paper table, next to the ordering the paper reports, and a bar plot.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vidssl.engine.config import CONFIG_DIR, load_config
+from vidssl.errors import ConfigError
+from vidssl.eval.data import EvalData
+from vidssl.eval.encoders import load_encoder
+from vidssl.eval.features import FeatureSet, Protocol, extract
+from vidssl.eval.linear import linear_svm
+from vidssl.eval.order import OrderProtocol, order_probe, probe_features
+from vidssl.eval.retrieval import retrieve
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    method: str  # a METHODS key, or "random:ARCH" for the random-init floor
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.label.lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    paper: str  # the ordering the paper reports
+    rows: tuple[Row, ...]
+
+
+def _corp(label: str, method: str = "corp_f", *overrides: str) -> Row:
+    return Row(label, method, overrides)
+
+
+TABLES: dict[str, Table] = {
+    "seco": Table("SeCo ablation (SeCo Table 1)", "Inter < Inter+Intra < Inter+Intra+Order", (
+        Row("random init (tiny2d)", "random:tiny2d"),
+        Row("Inter", "seco", ("seco.losses=[inter]",)),
+        Row("Inter+Intra", "seco", ("seco.losses=[inter, intra]",)),
+        Row("Inter+Intra+Order", "seco"),
+    )),
+    "vclr": Table("VCLR segments (VCLR Table 5)", "more segments better, saturating at 3-4", (
+        Row("N=1", "vclr", ("vclr.num_segments=1",)),
+        Row("N=2", "vclr", ("vclr.num_segments=2",)),
+        Row("N=3", "vclr", ("vclr.num_segments=3",)),
+    )),
+    "corp": Table("CORP ablation (CORP Table 6)",
+                  "both > contrast-only > order-only; decoupling > mixed; 2-layer relation MLP best; "
+                  "CORP_m: more clips better", (
+                      Row("random init (tiny3d)", "random:tiny3d"),
+                      Row("SimCLR/CVRL clips", "simclr"),
+                      _corp("CORP_f contrast only", "corp_f", "corp_f.losses=[contrast]"),
+                      _corp("CORP_f order only", "corp_f", "corp_f.losses=[order]"),
+                      _corp("CORP_f both, decoupling, MLP 2", "corp_f"),
+                      _corp("CORP_f both, mixed, MLP 2", "corp_f", "corp_f.relation=mixed"),
+                      _corp("CORP_f both, decoupling, MLP 1", "corp_f", "corp_f.mlp_layers=1"),
+                      _corp("CORP_f both, decoupling, MLP 3", "corp_f", "corp_f.mlp_layers=3"),
+                      _corp("CORP_m K=2", "corp_m", "corp_m.num_clips=2"),
+                      _corp("CORP_m K=4", "corp_m", "corp_m.num_clips=4"),
+                  )),
+    "mlfo": Table("MLFO ablations (MLFO Tables 2 and 3)",
+                  "Table 2: combined multi-level > combined high-only > instance > w/o > one-hot > semantic; "
+                  "Table 3 (R3D/S3D): feature-level TM > no TM > input-level TM", (
+                      Row("random init (tiny3d)", "random:tiny3d"),
+                      Row("w/o graph", "mlfo", ("mlfo.graph_targets=none",)),
+                      Row("one-hot, multi-level", "mlfo", ("mlfo.graph_targets=onehot",)),
+                      Row("instance, multi-level", "mlfo", ("mlfo.graph_targets=instance",)),
+                      Row("semantic, multi-level", "mlfo", ("mlfo.graph_targets=semantic",)),
+                      Row("combined, high level only", "mlfo", ("mlfo.graph_levels=[high]",)),
+                      Row("combined, multi-level (full)", "mlfo"),
+                      Row("no temporal modelling", "mlfo", ("mlfo.temporal=none",)),
+                      Row("input-level temporal modelling", "mlfo", ("mlfo.temporal=input",)),
+                  )),
+    "baselines": Table("Methods against their baselines", "SSL > random init; MoCo-v2 < SeCo; SimCLR < CORP_f", (
+        Row("random init (tiny2d)", "random:tiny2d"),
+        Row("MoCo-v2 frames", "moco"),
+        Row("SeCo", "seco"),
+        Row("VCLR", "vclr"),
+        Row("random init (tiny3d)", "random:tiny3d"),
+        Row("SimCLR/CVRL clips", "simclr"),
+        Row("CORP_f", "corp_f"),
+        Row("CORP_m", "corp_m"),
+        Row("MLFO", "mlfo"),
+    )),
+}
+
+METRICS = ("motion_svm", "motion_r1", "motion_r5", "appearance_svm", "appearance_r1", "appearance_r5",
+           "arrow", "clip_order")
+HEADERS = {"motion_svm": "motion SVM", "motion_r1": "motion R@1", "motion_r5": "motion R@5",
+           "appearance_svm": "appearance SVM", "appearance_r1": "appearance R@1", "appearance_r5": "appearance R@5",
+           "arrow": "arrow of time", "clip_order": "clip order"}
+
+
+@dataclass
+class Budget:
+    epochs: int = 15
+    eval_clips: int = 10  # clips (3D) per video; 2D encoders use 30 frames
+    num_workers: int = 2
+    extra: list[str] = field(default_factory=list)  # overrides applied to every row
+
+
+def _pretrain(row: Row, seed: int, budget: Budget, out: Path) -> tuple[str, float]:
+    """Train the row (unless its checkpoint is complete); the encoder spec and the seconds taken."""
+    from vidssl.engine.train import train
+
+    if row.method.startswith("random:"):
+        return f"{row.method}:{seed}", 0.0
+    laptop = f"{row.method}_laptop"
+    config = laptop if (CONFIG_DIR / f"{laptop}.yaml").is_file() else None
+    cfg = load_config(config, [*budget.extra, *row.overrides, f"train.seed={seed}", f"train.epochs={budget.epochs}",
+                               f"train.out={out}", f"data.num_workers={budget.num_workers}", "train.log_every=50"],
+                      row.method)
+    start = time.perf_counter()
+    train(cfg)
+    return str(out / "checkpoint.pt"), time.perf_counter() - start
+
+
+def _relabel(fs: FeatureSet, data: EvalData, subset: str) -> FeatureSet:
+    """The same features with the labels of another label set of the same videos."""
+    source, _ = data.load(subset)
+    label = {r.path: r.label for r in source.records}
+    return FeatureSet(fs.features, torch.tensor([label[p] for p in fs.paths]), fs.paths, fs.groups,
+                      list(source.class_names or []), fs.skipped, fs.cache_file)
+
+
+def evaluate(spec: str, budget: Budget, cache: Path) -> dict[str, float]:
+    """The bench's metrics for one encoder (fractions)."""
+    enc = load_encoder(spec)
+    kind = "clips" if enc.backbone.kind == "3d" else "frames"
+    num = budget.eval_clips if kind == "clips" else 30
+    protocol = Protocol(kind, num, max(enc.clip_len, 1 if kind == "frames" else 8), enc.stride, 1, enc.input_size)
+    motion = EvalData(labels="motion")
+    feats = {s: extract(enc, motion, s, protocol, cache) for s in ("train", "test")}
+    out: dict[str, float] = {}
+    for labels in ("motion", "appearance"):
+        data = EvalData(labels=labels)
+        tr, te = (_relabel(feats[s], data, s) for s in ("train", "test"))
+        svm = linear_svm(tr.features, tr.labels, te.features, te.labels, len(tr.class_names))
+        r = retrieve(te, tr, (1, 5))["metrics"]
+        out.update({f"{labels}_svm": svm.report["top1"], f"{labels}_r1": r["R@1"], f"{labels}_r5": r["R@5"]})
+    order_p = OrderProtocol(8, enc.input_size)
+    probe = {s: probe_features(enc, *motion.load(s), order_p) for s in ("train", "test")}
+    out.update(order_probe(probe["train"], probe["test"]))
+    return out
+
+
+def run_one(table: str, row: Row, seed: int, budget: Budget, root: Path) -> dict:
+    """Pretrain and evaluate one (row, seed); reuses a finished result."""
+    folder = root / table / row.slug / f"seed{seed}"
+    result_file = folder / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    spec, seconds = _pretrain(row, seed, budget, folder / "pretrain")
+    start = time.perf_counter()
+    metrics = evaluate(spec, budget, root / "features")
+    result = {"table": table, "row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": metrics,
+              "pretrain_seconds": seconds, "eval_seconds": time.perf_counter() - start}
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(result_file)
+    return result
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.1f}" if len(values) < 2 else f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def render(table: str, results: list[dict], budget: Budget) -> str:
+    t = TABLES[table]
+    seeds = sorted({r["seed"] for r in results})
+    lines = [f"### {t.title}", "",
+             f"Built-in synthetic videos; {budget.epochs} epochs of each method's laptop config "
+             f"({' '.join(budget.extra) or 'no extra overrides'}); seeds {seeds}, mean ± std; frozen features: "
+             f"linear SVM top-1 (C by 3-fold CV) and R@k, test videos from unseen recording groups; "
+             f"{budget.eval_clips} clips (3D) or 30 frames (2D) per video; order probes chance 50. Paper: {t.paper}.",
+             "", "| row | " + " | ".join(HEADERS[m] for m in METRICS) + " | runs |",
+             "|---|" + "---:|" * (len(METRICS) + 1)]
+    for row in t.rows:
+        mine = [r for r in results if r["row"]["label"] == row.label]
+        if not mine:
+            continue
+        cells = [_mean_std([r["metrics"][m] for r in mine]) for m in METRICS]
+        lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {len(mine)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: str, results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in TABLES[table].rows if any(r["row"]["label"] == row.label for r in results)]
+    shown = ("motion_svm", "appearance_svm", "arrow")
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.6))
+    width = 0.8 / len(shown)
+    for k, m in enumerate(shown):
+        vals = [[100 * r["metrics"][m] for r in results if r["row"]["label"] == row.label] for row in rows]
+        means = [statistics.fmean(v) for v in vals]
+        errs = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
+        ax.bar([i + k * width for i in range(len(rows))], means, width, yerr=errs, label=HEADERS[m], capsize=2)
+    ax.set_xticks([i + width for i in range(len(rows))], [row.label for row in rows], rotation=30, ha="right",
+                  fontsize=7)
+    ax.set_ylabel("%")
+    ax.set_title(TABLES[table].title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_tables(tables: list[str], seeds: list[int], budget: Budget, root: str | Path, docs: str | Path | None,
+               rows: list[str] | None = None) -> dict[str, str]:
+    """Run (or reuse) every (row, seed) of ``tables``; write ``<docs>/<table>.md`` and a PNG."""
+    root = Path(root)
+    rendered = {}
+    for table in tables:
+        if table not in TABLES:
+            raise ConfigError(f"unknown table {table!r}; choose from {', '.join(TABLES)}")
+        results = []
+        for seed in seeds:
+            for row in TABLES[table].rows:
+                if rows and row.slug not in rows and row.label not in rows:
+                    continue
+                print(f"[bench] {table} / {row.label} / seed {seed}", flush=True)
+                results.append(run_one(table, row, seed, budget, root))
+        rendered[table] = render(table, results, budget)
+        if docs:
+            out = Path(docs)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{table}.md").write_text(rendered[table] + f"\n![{table}]({table}.png)\n")
+            plot(table, results, out / f"{table}.png")
+    return rendered

@@ -1,0 +1,128 @@
+"""MLFO's losses (Qian et al., ICCV 2021), as pure functions of normalised embeddings.
+
+Notation: ``z1``, ``z2`` are the two clips' embeddings of this rank's ``n`` videos; ``z1_all``,
+``z2_all`` the same over the gathered batch (``N`` videos, this rank's rows at ``self_index``).
+``h(u, v) = exp(u·v / tau)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GRAPH_TARGETS = ("onehot", "instance", "semantic", "combined")
+
+
+def soft_cross_entropy(targets: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """``-sum_j targets(i, j) log_probs(i, j)``, mean over rows ``i``."""
+    return -(targets * log_probs).sum(-1).mean()
+
+
+@torch.no_grad()
+def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """Sinkhorn-Knopp (Cuturi 2013; as SwAV) on prototype scores ``(N, K)``: soft codes ``(N, K)``
+    for an equipartition of the N samples over the K prototypes (MLFO Sec. 3.1, the targets ``s`` of
+    eq. 4). ``Q = exp(scores / eps)``, then alternately each prototype's mass set to ``1/K`` and
+    each sample's to ``1/N``. Returned rows sum to 1 exactly; prototype totals approach ``N/K`` as
+    the iterations grow (3 in the paper). Float32, stabilised by the maximum score."""
+    s = scores.float() / eps
+    q = torch.exp(s - s.max()).T  # (K, N)
+    q /= q.sum()
+    k, n = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * k
+        q /= q.sum(dim=0, keepdim=True) * n
+    return (q * n).T
+
+
+def swapped_prediction_loss(scores1: torch.Tensor, scores2: torch.Tensor, codes1: torch.Tensor,
+                            codes2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """L_sem (MLFO eq. 4): each view's codes are the targets of the other view's prototype
+    distribution ``p = softmax(scores / temperature)``; both directions summed, mean over samples."""
+    log_p1 = F.log_softmax(scores1.float() / temperature, dim=1)
+    log_p2 = F.log_softmax(scores2.float() / temperature, dim=1)
+    return soft_cross_entropy(codes1, log_p2) + soft_cross_entropy(codes2, log_p1)
+
+
+def pair_log_probs(anchors: torch.Tensor, positives: torch.Tensor, z1_all: torch.Tensor, z2_all: torch.Tensor,
+                   self_index: torch.Tensor, tau: float) -> torch.Tensor:
+    """The similarity distribution over videos of eq. 2-3 and 10, as log-probabilities ``(n, N)``:
+    for video ``j != i`` the mass ``h(a_i, z_j^1) + h(a_i, z_j^2)`` (both clips of the video), for the
+    anchor's own video ``h(z_i^1, z_i^2)``; normalised over ``j``. ``anchors`` are one view of this
+    rank's videos, ``positives`` the other view (the own-video term is symmetric in the views)."""
+    a = anchors.float()
+    logits = torch.logaddexp(a @ z1_all.float().T / tau, a @ z2_all.float().T / tau)
+    own = (anchors.float() * positives.float()).sum(-1) / tau
+    rows = torch.arange(len(a), device=a.device)
+    logits = logits.index_put((rows, self_index), own)
+    return F.log_softmax(logits, dim=1)
+
+
+def instance_loss(z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor, z2_all: torch.Tensor,
+                  self_index: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+    """L_ins (MLFO eq. 2-3): both clips of a video are positives, both clips of every other video
+    in the (gathered) batch negatives; both views as anchors. Mean over videos of the sum over the
+    two views (the paper sums over videos; the mean keeps the scale independent of the batch)."""
+    rows = torch.arange(len(z1), device=z1.device)
+    total = torch.zeros((), device=z1.device)
+    for anchors, positives in ((z1, z2), (z2, z1)):
+        total = total - pair_log_probs(anchors, positives, z1_all, z2_all, self_index, tau)[rows, self_index].mean()
+    return total
+
+
+@torch.no_grad()
+def graph_targets(z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor, z2_all: torch.Tensor,
+                  codes: torch.Tensor, codes_all: torch.Tensor, self_index: torch.Tensor, kind: str = "combined",
+                  tau: float = 0.07, eta: float = 0.05) -> torch.Tensor:
+    """Soft targets ``E (n, N)`` for L_mul (MLFO eq. 6-9), rows summing to 1, no gradient.
+
+    - W (eq. 8): ``h(z_i^1, z_i^2)`` on the diagonal, ``1/4 sum_{m,n} h(z_i^m, z_j^n)`` elsewhere.
+    - E_ins (eq. 6): W where ``W(i, j) / sum_j W(i, j) >= eta``, else 0; the diagonal always kept.
+    - E_sem (eq. 7): 1 where the videos' summed codes ``s* = s^1 + s^2`` share their argmax.
+    - ``combined`` (eq. 9): ``E_ins * E_sem``, row-normalised. The ablations of Table 2:
+      ``onehot`` (the identity: InfoNCE's labels), ``instance`` (E_ins), ``semantic`` (E_sem),
+      each row-normalised.
+
+    ``codes`` / ``codes_all``: ``s*`` of this rank's / all videos.
+    """
+    if kind not in GRAPH_TARGETS:
+        raise ValueError(f"graph target kind must be one of {GRAPH_TARGETS}, got {kind!r}")
+    n, big_n = len(z1), len(z1_all)
+    rows = torch.arange(n, device=z1.device)
+    own = torch.zeros(n, big_n, dtype=torch.bool, device=z1.device)
+    own[rows, self_index] = True
+    if kind == "onehot":
+        return own.float()
+    pairs = torch.stack([a.float() @ b.float().T for a in (z1, z2) for b in (z1_all, z2_all)]) / tau
+    log_w = torch.logsumexp(pairs, dim=0) - torch.log(torch.tensor(4.0))
+    log_w = torch.where(own, ((z1.float() * z2.float()).sum(-1) / tau)[:, None], log_w)
+    ratio = torch.softmax(log_w, dim=1)  # W(i, j) / sum_j W(i, j); proportional to W within a row
+    e_ins = torch.where((ratio >= eta) | own, ratio, torch.zeros_like(ratio))
+    e_sem = (codes.argmax(1)[:, None] == codes_all.argmax(1)[None, :]).float()
+    e = {"instance": e_ins, "semantic": e_sem, "combined": e_ins * e_sem}[kind]
+    return e / e.sum(dim=1, keepdim=True)
+
+
+def graph_loss(targets: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor,
+               z2_all: torch.Tensor, self_index: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+    """L_mul at one level (MLFO eq. 10): soft cross-entropy of the level's similarity distribution
+    (:func:`pair_log_probs`) against the graph targets, summed over the two views, mean over videos.
+    With one-hot targets this is exactly :func:`instance_loss`."""
+    return sum(soft_cross_entropy(targets, pair_log_probs(a, p, z1_all, z2_all, self_index, tau))
+               for a, p in ((z1, z2), (z2, z1)))
+
+
+def timestamp_retrieval_loss(short: torch.Tensor, long: torch.Tensor, offset: int, tau: float = 0.07) -> torch.Tensor:
+    """L_ret (MLFO eq. 13), symmetric: ``short (B, S, D)`` are the time steps of a short clip,
+    ``long (B, L, D)`` those of the long clip, where short step ``k`` covers the same time as long
+    step ``offset + k``. Each short step retrieves its long step among all ``L`` (eq. 13), and each
+    covered long step retrieves its short step among the ``S``; the mean of the two
+    cross-entropies, over videos and steps. Embeddings normalised."""
+    b, s, _ = short.shape
+    if offset < 0 or offset + s > long.shape[1]:
+        raise ValueError(f"short steps {offset}..{offset + s - 1} fall outside the {long.shape[1]} long steps")
+    logits = torch.einsum("bsd,bld->bsl", short.float(), long.float()) / tau  # (B, S, L)
+    steps = torch.arange(s, device=short.device).repeat(b)
+    forward = F.cross_entropy(logits.reshape(b * s, -1), steps + offset)
+    backward = F.cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)
+    return 0.5 * (forward + backward)

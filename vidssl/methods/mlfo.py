@@ -1,0 +1,235 @@
+"""MLFO: multi-level feature optimisation (Qian et al., ICCV 2021; DESIGN.md §3).
+
+Per video a window of ``2 x clip_len`` frames at a random stride (MLFOWindowSampler): clip 1 = its
+first half, clip 2 = its second half, the global clip = every second frame. One backbone pass over
+the three; the low / mid / high feature maps feed
+
+- L_high = L_ins + w_sem L_sem (eq. 2-5): instance discrimination over the gathered batch and
+  swapped prediction against Sinkhorn codes of prototype scores (a queue of past scores joins the
+  Sinkhorn problem after ``queue_start_epoch``; prototypes frozen for ``freeze_prototypes_epochs``);
+- L_mul (eq. 6-10): each level in ``graph_levels`` matches its similarity distribution to the graph
+  targets built from the high level, after the first ``graph_start`` fraction of epochs;
+- temporal modelling (Sec. 3.3), ``temporal``: ``feature`` = L_aug on motion-excitation branches of
+  the ``temporal_levels`` maps with their time-reversed/shuffled versions as negatives (eq. 11-12)
+  plus timestamp retrieval between each clip and the global clip (eq. 13); ``input`` = the
+  conventional baseline of Table 3 (reversed/shuffled *input* clips as the negatives of the
+  high-level embedding); ``none``.
+
+Table 2's rows: ``graph_targets`` none / onehot / instance / semantic / combined, with
+``graph_levels: [low, mid, high]`` (multi-level) or ``[high]``. Table 3's: ``temporal``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidssl.data.samplers import MLFOWindowSampler
+from vidssl.losses.contrastive import info_nce
+from vidssl.losses.mlfo import (
+    GRAPH_TARGETS,
+    graph_loss,
+    graph_targets,
+    instance_loss,
+    sinkhorn,
+    swapped_prediction_loss,
+    timestamp_retrieval_loss,
+)
+from vidssl.models.backbones import LEVELS, Backbone
+from vidssl.models.heads import mlp
+from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, temporal_augment
+from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
+from vidssl.modules.queue import KeyQueue
+
+TEMPORAL_MODES = ("none", "input", "feature")
+
+
+@dataclass
+class MLFOConfig:
+    clip_len: int = 8  # frames per short clip; the window is twice as long (paper: 16 of 32)
+    strides: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    proj_hidden: int = 256  # paper: 2048
+    proj_dim: int = 128
+    tau: float = 0.07
+    prototypes: int = 50  # K (paper: 1000); keep it above the number of classes you expect
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iterations: int = 3
+    sem_temperature: float = 0.1
+    sem_weight: float = 0.5
+    score_queue: int = 256  # paper: 1024
+    queue_start_epoch: int = 2
+    freeze_prototypes_epochs: int = 1
+    graph_targets: str = "combined"  # none | onehot | instance | semantic | combined
+    graph_levels: list[str] = field(default_factory=lambda: ["low", "mid", "high"])
+    low_weight: float = 0.3
+    mid_weight: float = 0.5
+    high_weight: float = 1.0
+    eta: float = 0.05
+    graph_start: float = 0.15  # E: fraction of the epochs trained on L_high alone (paper: 10-20%)
+    temporal: str = "feature"  # none | input | feature
+    temporal_levels: list[str] = field(default_factory=lambda: ["low", "mid"])
+    temporal_augs: list[str] = field(default_factory=lambda: ["reverse", "shuffle"])
+    motion_excitation: bool = True  # False: identity side branches (the ablation that cannot work)
+    me_reduction: int = 16
+    retrieval_levels: list[str] = field(default_factory=lambda: ["low", "mid"])
+    aug_weight: float = 1.0
+    ret_weight: float = 1.0
+
+    def validate(self) -> None:
+        if self.graph_targets not in ("none", *GRAPH_TARGETS):
+            raise ValueError(f"mlfo.graph_targets must be none or one of {GRAPH_TARGETS}, got {self.graph_targets!r}")
+        if self.temporal not in TEMPORAL_MODES:
+            raise ValueError(f"mlfo.temporal must be one of {TEMPORAL_MODES}, got {self.temporal!r}")
+        for key in ("graph_levels", "temporal_levels", "retrieval_levels"):
+            bad = [x for x in getattr(self, key) if x not in LEVELS]
+            if bad:
+                raise ValueError(f"mlfo.{key}: unknown level(s) {bad}; choose from {LEVELS}")
+        bad = [x for x in self.temporal_augs if x not in TEMPORAL_AUGS]
+        if bad or (self.temporal != "none" and not self.temporal_augs):
+            raise ValueError(f"mlfo.temporal_augs must be a non-empty subset of {TEMPORAL_AUGS}, got {self.temporal_augs}")
+        if self.prototypes < 2 or self.clip_len < 2 or not self.strides:
+            raise ValueError("mlfo.prototypes and mlfo.clip_len must be >= 2, mlfo.strides non-empty")
+        if not 0.0 <= self.graph_start <= 1.0:
+            raise ValueError(f"mlfo.graph_start is a fraction of the epochs, got {self.graph_start}")
+
+    def level_weight(self, level: str) -> float:
+        return {"low": self.low_weight, "mid": self.mid_weight, "high": self.high_weight}[level]
+
+
+def _projector(channels: int, cfg: MLFOConfig) -> nn.Sequential:
+    return mlp([channels, cfg.proj_hidden, cfg.proj_dim], batch_norm=True)
+
+
+class MLFO(nn.Module):
+    config_class = MLFOConfig
+
+    def __init__(self, cfg: MLFOConfig, backbone: Backbone, distributed: bool = False) -> None:
+        super().__init__()
+        cfg.validate()
+        if backbone.kind != "3d":
+            raise ValueError(f"MLFO works on clips: needs a 3d backbone, got {backbone.arch}")
+        self.cfg = cfg
+        self.distributed = distributed
+        self.encoder = backbone
+        channels = backbone.level_channels
+        # one projection head per level: the high one serves L_ins, L_sem and the graph; the others L_mul
+        self.projectors = nn.ModuleDict({lv: _projector(channels[lv], cfg)
+                                         for lv in LEVELS if lv == "high" or lv in cfg.graph_levels})
+        self.prototypes = nn.Parameter(F.normalize(torch.randn(cfg.prototypes, cfg.proj_dim), dim=1))
+        self.score_queue = KeyQueue(cfg.score_queue, cfg.prototypes)
+        if cfg.temporal == "feature":
+            self.motion = nn.ModuleDict({lv: MotionBranch(channels[lv], cfg.proj_hidden, cfg.proj_dim,
+                                                          cfg.motion_excitation, cfg.me_reduction)
+                                         for lv in cfg.temporal_levels})
+            self.steps = nn.ModuleDict({lv: StepHead(channels[lv], cfg.proj_hidden, cfg.proj_dim)
+                                        for lv in cfg.retrieval_levels})
+        self.epoch, self.epochs = 0, 1
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder
+
+    @staticmethod
+    def data_spec(cfg: MLFOConfig) -> dict:
+        return {"sampler": MLFOWindowSampler(2 * cfg.clip_len, tuple(cfg.strides)), "repeat": None, "layout": "clip"}
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """The engine's progress, which drives the two-stage schedule, the prototype freeze and the queue."""
+        self.epoch, self.epochs = epoch, epochs
+
+    @property
+    def graph_active(self) -> bool:
+        """Stage two (Sec. 4.2): L_mul joins after the first ``graph_start`` fraction of the epochs."""
+        return self.cfg.graph_targets != "none" and self.epoch >= math.ceil(self.cfg.graph_start * self.epochs)
+
+    def embed(self, level: str, feature_map: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projectors[level](feature_map.flatten(2).mean(-1)), dim=-1)
+
+    def codes(self, scores: torch.Tensor) -> torch.Tensor:
+        """Sinkhorn codes of this rank's rows, solved jointly with every rank's scores and, after the
+        warm-up, the queued scores of earlier batches (no gradient)."""
+        everyone = all_gather_nograd(scores.detach(), self.distributed)
+        queued = self.score_queue.valid() if self.epoch >= self.cfg.queue_start_epoch else everyone[:0]
+        q = sinkhorn(torch.cat([queued, everyone]), self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iterations)
+        start = len(queued) + (rank() * len(scores) if self.distributed else 0)
+        return q[start:start + len(scores)]
+
+    def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        clip1, clip2, whole = views
+        b = clip1.shape[0]
+        inputs = [clip1, clip2] + ([whole] if cfg.temporal == "feature" else [])
+        if cfg.temporal == "input":  # Table 3's conventional baseline: transformed input clips
+            inputs += [temporal_augment(c, name, generator) for name in cfg.temporal_augs for c in (clip1, clip2)]
+        maps = {lv: m.split(b) for lv, m in self.encoder.forward_levels(torch.cat(inputs)).items()}
+        self_index = (rank() * b if self.distributed else 0) + torch.arange(b, device=clip1.device)
+
+        def gathered(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return all_gather_with_grad(z1, self.distributed), all_gather_with_grad(z2, self.distributed)
+
+        z1, z2 = self.embed("high", maps["high"][0]), self.embed("high", maps["high"][1])
+        z1_all, z2_all = gathered(z1, z2)
+        parts = {"ins": instance_loss(z1, z2, z1_all, z2_all, self_index, cfg.tau)}
+
+        prototypes = F.normalize(self.prototypes, dim=1)
+        if self.epoch < cfg.freeze_prototypes_epochs:
+            prototypes = prototypes.detach()
+        scores1, scores2 = z1 @ prototypes.T, z2 @ prototypes.T
+        codes1, codes2 = self.codes(scores1), self.codes(scores2)
+        parts["sem"] = cfg.sem_weight * swapped_prediction_loss(scores1, scores2, codes1, codes2, cfg.sem_temperature)
+        self.score_queue.enqueue(torch.cat([scores1, scores2]).detach(), self.distributed)
+
+        if self.graph_active:
+            codes_sum = codes1 + codes2
+            targets = graph_targets(z1, z2, z1_all, z2_all, codes_sum, all_gather_nograd(codes_sum, self.distributed),
+                                    self_index, cfg.graph_targets, cfg.tau, cfg.eta)
+            for lv in cfg.graph_levels:
+                r1, r2 = (z1, z2) if lv == "high" else (self.embed(lv, maps[lv][0]), self.embed(lv, maps[lv][1]))
+                r1_all, r2_all = (z1_all, z2_all) if lv == "high" else gathered(r1, r2)
+                parts[f"mul_{lv}"] = cfg.level_weight(lv) * graph_loss(targets, r1, r2, r1_all, r2_all,
+                                                                       self_index, cfg.tau)
+
+        if cfg.temporal == "feature":
+            for lv in cfg.temporal_levels:
+                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, maps[lv][0], maps[lv][1], generator)
+            for lv in cfg.retrieval_levels:
+                parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, maps[lv][0], maps[lv][1], maps[lv][2])
+        elif cfg.temporal == "input":
+            transformed = [self.embed("high", m) for m in maps["high"][2:]]  # per aug: clip 1, clip 2
+            neg1 = torch.stack(transformed[0::2], dim=1)  # (B, A, d)
+            neg2 = torch.stack(transformed[1::2], dim=1)
+            parts["aug_input"] = cfg.aug_weight * (info_nce(z1, z2, neg1, cfg.tau) + info_nce(z2, z1, neg2, cfg.tau))
+        return sum(parts.values()), parts
+
+    def motion_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor,
+                    generator: torch.Generator | None) -> torch.Tensor:
+        """L_aug (eq. 11-12) at one level: ME(f^1) and ME(f^2) are positives; the branch applied to
+        each temporal transformation of the anchor's own map are its negatives. Both views anchor."""
+        branch = self.motion[level]
+        e1, e2 = branch(f1), branch(f2)
+        neg1 = torch.stack([branch(temporal_augment(f1, a, generator)) for a in self.cfg.temporal_augs], dim=1)
+        neg2 = torch.stack([branch(temporal_augment(f2, a, generator)) for a in self.cfg.temporal_augs], dim=1)
+        return info_nce(e1, e2, neg1, self.cfg.tau) + info_nce(e2, e1, neg2, self.cfg.tau)
+
+    def retrieval_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """L_ret (eq. 13) at one level. Clip 1 spans the first half of the window, clip 2 the second,
+        the global clip all of it at half the frame rate, and the three have the same number ``T``
+        of time steps: pairs of a clip's steps are average-pooled so that step ``k`` of clip 1
+        (clip 2) covers exactly the time of global step ``k`` (``T/2 + k``)."""
+        t = f1.shape[2]
+        if t < 2 or t % 2:
+            raise ValueError(f"mlfo timestamp retrieval at level {level!r} needs an even number of time steps, "
+                             f"the backbone gives {t}: use other mlfo.retrieval_levels or a longer mlfo.clip_len")
+        head = self.steps[level]
+        long = head(whole)
+
+        def short(f: torch.Tensor) -> torch.Tensor:
+            return head(F.avg_pool3d(f, (2, 1, 1)))
+
+        return 0.5 * (timestamp_retrieval_loss(short(f1), long, 0, self.cfg.tau)
+                      + timestamp_retrieval_loss(short(f2), long, t // 2, self.cfg.tau))
