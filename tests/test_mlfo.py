@@ -217,3 +217,16 @@ def test_cli_pretrain_mlfo_on_builtin_data(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and "ret_mid" in lines[-1]
     assert (out / "checkpoint.pt").is_file()
+
+
+def test_mlfo_paper_configs():
+    for name, epochs, milestone in (("mlfo_ucf101", 300, 0.6667), ("mlfo_kinetics400", 100, 0.7)):
+        cfg = load_config(name)
+        m = cfg.mlfo
+        assert (cfg.model.arch, cfg.augment.size, cfg.train.batch_size) == ("r3d_18", 112, 256)
+        assert cfg.train.epochs == epochs
+        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.milestones) == ("adam", 1e-3, 1e-5,
+                                                                                                [milestone])
+        assert (m.clip_len, m.prototypes, m.score_queue, m.tau, m.sinkhorn_eps, m.sinkhorn_iterations) == (
+            16, 1000, 1024, 0.07, 0.05, 3)
+        assert (m.sem_weight, m.low_weight, m.mid_weight, m.high_weight) == (0.5, 0.3, 0.5, 1.0)

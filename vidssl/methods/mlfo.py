@@ -90,7 +90,8 @@ class MLFOConfig:
                 raise ValueError(f"mlfo.{key}: unknown level(s) {bad}; choose from {LEVELS}")
         bad = [x for x in self.temporal_augs if x not in TEMPORAL_AUGS]
         if bad or (self.temporal != "none" and not self.temporal_augs):
-            raise ValueError(f"mlfo.temporal_augs must be a non-empty subset of {TEMPORAL_AUGS}, got {self.temporal_augs}")
+            raise ValueError(f"mlfo.temporal_augs must be a non-empty subset of {TEMPORAL_AUGS}, "
+                             f"got {self.temporal_augs}")
         if self.prototypes < 2 or self.clip_len < 2 or not self.strides:
             raise ValueError("mlfo.prototypes and mlfo.clip_len must be >= 2, mlfo.strides non-empty")
         if not 0.0 <= self.graph_start <= 1.0:
