@@ -21,10 +21,11 @@ def test_bench_tables_runs_resumes_and_reports_mean_and_std(tmp_path, monkeypatc
     text = rendered["tiny"]
     assert "| CORP_f |" in text and "±" in text and "Paper: A > B" in text and text.count("| 2 |") == 2
     assert (tmp_path / "docs" / "tiny.md").is_file() and (tmp_path / "docs" / "tiny.png").stat().st_size > 1000
-    result = json.loads((tmp_path / "runs" / "tiny" / "corp_f" / "seed1" / "result.json").read_text())
+    run = tmp_path / "runs" / "runs" / TABLES["tiny"].rows[1].run_key(budget.extra) / "seed1"
+    result = json.loads((run / "result.json").read_text())
     assert set(result["metrics"]) == set(tables.METRICS) and result["pretrain_seconds"] > 0
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
-    assert (tmp_path / "runs" / "tiny" / "corp_f" / "seed1" / "pretrain" / "checkpoint.pt").is_file()
+    assert (run / "pretrain" / "checkpoint.pt").is_file()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -42,3 +43,22 @@ def test_every_table_row_builds_a_valid_config():
                 load_config(None, list(row.overrides), row.method)
     with pytest.raises(ConfigError, match="unknown table"):
         run_tables(["nope"], [0], Budget(), "unused", None)
+
+
+def test_speed_bench_replays_the_methods_backbone_passes():
+    from vidssl.bench.speed import SpeedSettings, measure_method, render_speed
+
+    s = SpeedSettings(steps=1, loader_batches=1, workers=(0,),
+                      overrides=["train.batch_size=4", "data.synthetic_videos=40"])
+    seco = measure_method("seco", s)
+    calls = seco["backbone_calls"]
+    # the query view with gradient, then the three key views through the momentum encoder without,
+    # in shuffle-BN's two splits
+    assert calls[0] == [[4, 3, 32, 32], True]
+    assert all(not grad for _, grad in calls[1:]) and sum(shape[0] for shape, _ in calls[1:]) == 3 * 4
+    mlfo = measure_method("mlfo", s)
+    assert mlfo["backbone_calls"] == [[[12, 3, 8, 32, 32], True]]  # clip 1, clip 2 and the global clip at once
+    for row in (seco, mlfo):
+        assert row["step_s"] > 0 and row["bare_s"] > 0 and row["peak_bytes"] > 0 and "0" in row["loader_batches_per_s"]
+    text = render_speed([seco, mlfo])
+    assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text

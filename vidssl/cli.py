@@ -170,6 +170,17 @@ def cmd_bench_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from vidssl.bench.speed import SpeedSettings, render_speed, run_speed, write_speed
+
+    s = SpeedSettings(args.steps, args.loader_batches, tuple(int(w) for w in args.workers.split(",")), args.device,
+                      args.amp, args.channels_last, args.compile, list(args.overrides))
+    rows = run_speed([m.strip() for m in args.methods.split(",") if m.strip()], s)
+    print("\n" + render_speed(rows))
+    print(f"wrote {write_speed(rows, args.out)}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vidssl.eval.report import make_report
 
@@ -242,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", default="docs/results", help="where the markdown tables and plots go ('' for none)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row (e.g. train.batch_size=32)")
     p.set_defaults(func=cmd_bench_tables)
+
+    p = bsub.add_parser("speed", help="step time against the bare-backbone bound, loader rates, peak memory")
+    p.add_argument("--methods", default="seco,moco,vclr,corp_f,corp_m,simclr,mlfo")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per method (medians)")
+    p.add_argument("--loader-batches", type=int, default=10)
+    p.add_argument("--workers", default="0,1,2", help="loader worker counts to time")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the method")
+    p.add_argument("--out", default="docs/results", help="writes speed.md and speed.json here")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every method's laptop config")
+    p.set_defaults(func=cmd_bench_speed)
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")

@@ -11,6 +11,7 @@ paper table, next to the ordering the paper reports, and a bar plot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import time
@@ -38,6 +39,12 @@ class Row:
     @property
     def slug(self) -> str:
         return "".join(c if c.isalnum() else "_" for c in self.label.lower()).strip("_")
+
+    def run_key(self, extra: list[str]) -> str:
+        """The run folder's name: the method and a hash of its overrides, so that tables sharing a
+        setting (the full methods in ``baselines``) share the run."""
+        digest = hashlib.sha256(json.dumps([*extra, *self.overrides]).encode()).hexdigest()[:10]
+        return f"{self.method.replace(':', '_')}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -165,9 +172,9 @@ def evaluate(spec: str, budget: Budget, cache: Path) -> dict[str, float]:
     return out
 
 
-def run_one(table: str, row: Row, seed: int, budget: Budget, root: Path) -> dict:
+def run_one(row: Row, seed: int, budget: Budget, root: Path) -> dict:
     """Pretrain and evaluate one (row, seed); reuses a finished result."""
-    folder = root / table / row.slug / f"seed{seed}"
+    folder = root / "runs" / row.run_key(budget.extra) / f"seed{seed}"
     result_file = folder / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -175,7 +182,7 @@ def run_one(table: str, row: Row, seed: int, budget: Budget, root: Path) -> dict
     spec, seconds = _pretrain(row, seed, budget, folder / "pretrain")
     start = time.perf_counter()
     metrics = evaluate(spec, budget, root / "features")
-    result = {"table": table, "row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": metrics,
+    result = {"row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": metrics,
               "pretrain_seconds": seconds, "eval_seconds": time.perf_counter() - start}
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -188,9 +195,10 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) < 2 else f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def render(table: str, results: list[dict], budget: Budget) -> str:
+def render(table: str, results: dict[str, list[dict]], budget: Budget) -> str:
+    """Markdown: one line per row with results (``results``: row label -> its runs)."""
     t = TABLES[table]
-    seeds = sorted({r["seed"] for r in results})
+    seeds = sorted({r["seed"] for runs in results.values() for r in runs})
     lines = [f"### {t.title}", "",
              f"Built-in synthetic videos; {budget.epochs} epochs of each method's laptop config "
              f"({' '.join(budget.extra) or 'no extra overrides'}); seeds {seeds}, mean ± std; frozen features: "
@@ -199,7 +207,7 @@ def render(table: str, results: list[dict], budget: Budget) -> str:
              "", "| row | " + " | ".join(HEADERS[m] for m in METRICS) + " | runs |",
              "|---|" + "---:|" * (len(METRICS) + 1)]
     for row in t.rows:
-        mine = [r for r in results if r["row"]["label"] == row.label]
+        mine = results.get(row.label, [])
         if not mine:
             continue
         cells = [_mean_std([r["metrics"][m] for r in mine]) for m in METRICS]
@@ -207,18 +215,18 @@ def render(table: str, results: list[dict], budget: Budget) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(table: str, results: list[dict], path: Path) -> None:
+def plot(table: str, results: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in TABLES[table].rows if any(r["row"]["label"] == row.label for r in results)]
+    rows = [row for row in TABLES[table].rows if results.get(row.label)]
     shown = ("motion_svm", "appearance_svm", "arrow")
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.6))
     width = 0.8 / len(shown)
     for k, m in enumerate(shown):
-        vals = [[100 * r["metrics"][m] for r in results if r["row"]["label"] == row.label] for row in rows]
+        vals = [[100 * r["metrics"][m] for r in results[row.label]] for row in rows]
         means = [statistics.fmean(v) for v in vals]
         errs = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
         ax.bar([i + k * width for i in range(len(rows))], means, width, yerr=errs, label=HEADERS[m], capsize=2)
@@ -241,13 +249,13 @@ def run_tables(tables: list[str], seeds: list[int], budget: Budget, root: str | 
     for table in tables:
         if table not in TABLES:
             raise ConfigError(f"unknown table {table!r}; choose from {', '.join(TABLES)}")
-        results = []
+        results: dict[str, list[dict]] = {}
         for seed in seeds:
             for row in TABLES[table].rows:
                 if rows and row.slug not in rows and row.label not in rows:
                     continue
                 print(f"[bench] {table} / {row.label} / seed {seed}", flush=True)
-                results.append(run_one(table, row, seed, budget, root))
+                results.setdefault(row.label, []).append(run_one(row, seed, budget, root))
         rendered[table] = render(table, results, budget)
         if docs:
             out = Path(docs)

@@ -1,0 +1,234 @@
+"""``vidssl bench speed``: what a method costs beyond its backbone, and whether the loader keeps up.
+
+- **Method overhead.** One training step of the method (forward, backward, optimizer step) against
+  its *bare-backbone bound*: the very backbone passes the method made in that step (recorded by
+  wrapping every backbone's ``forward_levels``: the same inputs, with gradient where the method had
+  it), reduced by a mean instead of heads, queues and losses, then backward and the same optimizer
+  step on the backbone. Both are timed alternately in one process on the same batch; the ratio of
+  medians is the overhead (goal: <= 1.15).
+- **Loader.** Batches per second of the method's DataLoader with 0, 1 and 2 workers against the
+  model's steps per second (goal: the loader is never the bottleneck at the default setting).
+- **Peak memory.** CUDA: ``max_memory_allocated`` of the step. CPU: the process's peak RSS, each
+  method measured in a fresh process.
+
+GPU variants (bf16 autocast, channels-last, ``torch.compile``) are options; every row records the
+device name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from vidssl.engine.config import CONFIG_DIR, load_config
+from vidssl.engine.optim import build_optimizer
+from vidssl.models.backbones import Backbone
+
+
+@dataclass
+class SpeedSettings:
+    steps: int = 10  # timed steps (after 3 warm-up steps)
+    loader_batches: int = 10
+    workers: tuple[int, ...] = (0, 1, 2)
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast (CUDA)
+    channels_last: bool = False
+    compile: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class BackboneRecorder:
+    """Records every backbone call of a step: (backbone, input, grad enabled)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.backbones = [m for m in model.modules() if isinstance(m, Backbone)]
+        self.calls: list[tuple[Backbone, torch.Tensor, bool]] = []
+
+    @contextlib.contextmanager
+    def recording(self):
+        def wrap(bb: Backbone):
+            inner = bb.forward_levels
+
+            def recorded(x: torch.Tensor) -> dict[str, torch.Tensor]:
+                self.calls.append((bb, x.detach(), torch.is_grad_enabled()))
+                return inner(x)
+
+            return recorded
+
+        for bb in self.backbones:
+            bb.forward_levels = wrap(bb)
+        try:
+            yield self
+        finally:
+            for bb in self.backbones:
+                del bb.forward_levels  # back to the class method
+
+
+def bare_step(calls: list[tuple[Backbone, torch.Tensor, bool]], optimizer: torch.optim.Optimizer,
+              autocast: contextlib.AbstractContextManager) -> None:
+    """The bare-backbone bound of a step: the same backbone passes, a mean as the loss."""
+    loss = None
+    for bb, x, grad in calls:
+        with torch.set_grad_enabled(grad), autocast:
+            out = bb.forward_levels(x)["high"].float().mean()
+        if grad:
+            loss = out if loss is None else loss + out
+    if loss is not None:
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_method(method_name: str, s: SpeedSettings) -> dict:
+    """Step time, bare bound, loader rates and peak memory of one method (laptop config)."""
+    from vidssl.engine.train import build_dataset, build_method
+
+    laptop = f"{method_name}_laptop"
+    config = laptop if (CONFIG_DIR / f"{laptop}.yaml").is_file() else None
+    cfg = load_config(config, list(s.overrides), method_name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device)
+    torch.manual_seed(0)
+    dataset = build_dataset(cfg)
+    batch_size = cfg.train.batch_size
+    batch = next(iter(DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size)))))
+    views = [v.to(device) for v in batch["views"]]
+    info = {k: v.to(device) for k, v in batch["info"].items()}
+    model = build_method(cfg, False).to(device)
+    if s.channels_last:
+        fmt = torch.channels_last_3d if views[0].ndim == 5 else torch.channels_last
+        model = model.to(memory_format=fmt)
+        views = [v.contiguous(memory_format=fmt) for v in views]
+    if hasattr(model, "set_epoch"):
+        model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
+    model.train()
+    optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
+    step_fn = torch.compile(model) if s.compile else model
+    backbone_params = [p for bb in BackboneRecorder(model).backbones for p in bb.parameters() if p.requires_grad]
+    bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
+                                     cfg.optim.momentum, cfg.optim.weight_decay)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
+
+    def method_step(generator_seed: int, fn: torch.nn.Module = step_fn) -> None:
+        with autocast():
+            loss, _ = fn(views, info, torch.Generator().manual_seed(generator_seed))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    recorder = BackboneRecorder(model)
+    with recorder.recording():
+        method_step(0, model)  # uncompiled: the recording wrappers must run eagerly
+    calls = recorder.calls
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(3):  # warm-up (and compilation)
+        method_step(i)
+        bare_step(calls, bare_optimizer, autocast())
+    method_times, bare_times = [], []
+    for i in range(s.steps):  # alternate, so that machine noise hits both alike
+        _sync(device)
+        t0 = time.perf_counter()
+        method_step(100 + i)
+        _sync(device)
+        t1 = time.perf_counter()
+        bare_step(calls, bare_optimizer, autocast())
+        _sync(device)
+        method_times.append(t1 - t0)
+        bare_times.append(time.perf_counter() - t1)
+    step_s, bare_s = statistics.median(method_times), statistics.median(bare_times)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    loader = {}
+    for workers in s.workers:
+        dl = DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size * (s.loader_batches + 1))),
+                        num_workers=workers, persistent_workers=False)
+        it = iter(dl)
+        next(it)  # worker start-up is not throughput
+        t0 = time.perf_counter()
+        for _ in range(s.loader_batches):
+            next(it)
+        loader[str(workers)] = s.loader_batches / (time.perf_counter() - t0)
+        del it, dl
+    return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
+            "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
+            "overhead": step_s / bare_s, "steps_per_s": 1.0 / step_s, "loader_batches_per_s": loader,
+            "default_workers": cfg.data.num_workers, "peak_bytes": peak, "settings": asdict(s)}
+
+
+def _child(method_name: str, s: SpeedSettings, queue) -> None:
+    try:
+        queue.put(measure_method(method_name, s))
+    except Exception as exc:  # reported by the parent, with the method named
+        queue.put({"method": method_name, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_speed(methods: list[str], s: SpeedSettings, isolate: bool = True) -> list[dict]:
+    """Each method in a fresh process (so peak RSS is its own) unless ``isolate`` is False."""
+    rows = []
+    for name in methods:
+        if not isolate:
+            rows.append(measure_method(name, s))
+            continue
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(name, s, queue))
+        proc.start()
+        row = queue.get()
+        proc.join()
+        if "error" in row:
+            raise RuntimeError(f"bench speed: {name}: {row['error']}")
+        rows.append(row)
+        print(f"[speed] {name}: {row['step_s'] * 1000:.0f} ms/step, bare {row['bare_s'] * 1000:.0f} ms, "
+              f"overhead {row['overhead']:.2f}x", flush=True)
+    return rows
+
+
+def render_speed(rows: list[dict]) -> str:
+    workers = sorted({w for r in rows for w in r["loader_batches_per_s"]}, key=int)
+    lines = [f"Device: {rows[0]['device']}; laptop configs; {rows[0]['settings']['steps']} timed steps, medians; "
+             f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
+             f"compile={rows[0]['settings']['compile']}.", "",
+             "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead | model steps/s | "
+             + " | ".join(f"loader {w}w batches/s" for w in workers) + " | loader keeps up (default workers) "
+             "| peak memory (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|"]
+    for r in rows:
+        rates = r["loader_batches_per_s"]
+        default = rates.get(str(r["default_workers"]))
+        keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
+        lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
+                     f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x | {r['steps_per_s']:.2f} | "
+                     + " | ".join(f"{rates[w]:.2f}" for w in workers)
+                     + f" | {keeps_up} ({r['default_workers']}w) | {r['peak_bytes'] / 2**20:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_speed(rows: list[dict], out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "speed.md").write_text(render_speed(rows))
+    return out / "speed.md"
