@@ -62,3 +62,20 @@ def test_speed_bench_replays_the_methods_backbone_passes():
         assert row["step_s"] > 0 and row["bare_s"] > 0 and row["peak_bytes"] > 0 and "0" in row["loader_batches_per_s"]
     text = render_speed([seco, mlfo])
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
+
+
+def test_bench_cli_passes_the_budget_by_name(monkeypatch, capsys):
+    from vidssl.cli import main
+
+    seen = {}
+
+    def fake_run_tables(tables_, seeds, budget, root, docs, rows):
+        seen.update(tables=tables_, seeds=seeds, budget=budget, root=root, docs=docs, rows=rows)
+        return {"corp": "table text"}
+
+    monkeypatch.setattr(tables, "run_tables", fake_run_tables)
+    assert main(["bench", "tables", "--tables", "corp", "--seeds", "0,1", "--epochs", "3", "--workers", "1",
+                 "--eval-clips", "4", "--docs", "", "train.batch_size=32"]) == 0
+    b = seen["budget"]
+    assert (b.epochs, b.eval_clips, b.eval_videos, b.num_workers, b.extra) == (3, 4, 400, 1, ["train.batch_size=32"])
+    assert seen["seeds"] == [0, 1] and seen["docs"] is None and "table text" in capsys.readouterr().out

@@ -14,9 +14,11 @@ def test_queue_fifo_and_wraparound():
     a = torch.arange(6.0).view(3, 2)
     q.enqueue(a, gather=False)
     assert torch.equal(q.keys[:3], a) and int(q.ptr) == 3
+    assert torch.equal(q.valid(), a)  # only what was written, before the ring is full
     b = torch.arange(100.0, 106.0).view(3, 2)
     q.enqueue(b, gather=False)  # slots 3, 4, then wraps to 0
     assert torch.equal(q.keys[3:5], b[:2]) and torch.equal(q.keys[0], b[2])
+    assert int(q.filled) == 5 and torch.equal(q.valid(), q.keys)
     assert torch.equal(q.keys[1:3], a[1:]) and int(q.ptr) == 1
     assert {"keys", "ptr"} <= set(q.state_dict())
 

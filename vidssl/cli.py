@@ -126,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from vidssl.engine.config import load_config
+    from vidssl.engine.config import CONFIG_DIR, load_config
     from vidssl.engine.train import CHECKPOINT, train
 
     overrides = list(args.overrides)
@@ -137,7 +137,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         overrides += [f"data.source={args.data}", f"data.layout={args.layout}"]
     if args.out:
         overrides.append(f"train.out={args.out}")
-    cfg = load_config(args.config, overrides, args.method)
+    config = args.config
+    if config is None and args.method and (CONFIG_DIR / f"{args.method}_laptop.yaml").is_file():
+        config = f"{args.method}_laptop"  # a method's laptop recipe (MLFO: Adam) is its default
+    cfg = load_config(config, overrides, args.method)
     if args.out is None and args.config is None and "train.out" not in " ".join(args.overrides):
         cfg.train.out = f"runs/{cfg.method}"
     resume = args.resume
@@ -161,7 +164,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench_tables(args: argparse.Namespace) -> int:
     from vidssl.bench.tables import Budget, run_tables
 
-    budget = Budget(args.epochs, args.eval_clips, args.workers, list(args.overrides))
+    budget = Budget(epochs=args.epochs, eval_clips=args.eval_clips, num_workers=args.workers,
+                    extra=list(args.overrides))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     rendered = run_tables([t.strip() for t in args.tables.split(",") if t.strip()],
                           [int(s) for s in args.seeds.split(",")], budget, args.out, args.docs or None, rows)
@@ -216,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_bench)
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining (torchrun for several processes)")
-    p.add_argument("--method", default=None, help="seco, moco (default: the config's, else seco)")
+    p.add_argument("--method", default=None, help="seco, moco, vclr, corp_f, corp_m, simclr, mlfo (default: the "
+                   "config's, else seco); without --config, the method's laptop config")
     p.add_argument("--config", default=None, help="YAML file or built-in config name (e.g. seco_laptop)")
     p.add_argument("--data", default=None, help="dataset path (default: the built-in synthetic videos)")
     p.add_argument("--layout", default="auto")

@@ -23,6 +23,9 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """``theta_k <- m * theta_k + (1 - m) * theta_q`` for every parameter (MoCo eq. 2)."""
-    for pk, pq in zip(target.parameters(), online.parameters(), strict=True):
-        pk.mul_(momentum).add_(pq.detach(), alpha=1.0 - momentum)
+    """``theta_k <- m * theta_k + (1 - m) * theta_q`` for every parameter (MoCo eq. 2), as one
+    multi-tensor lerp (a handful of kernels instead of two per parameter)."""
+    pk, pq = list(target.parameters()), list(online.parameters())
+    if len(pk) != len(pq):
+        raise ValueError(f"EMA: the target has {len(pk)} parameters, the online network {len(pq)}")
+    torch._foreach_lerp_(pk, [p.detach() for p in pq], 1.0 - momentum)
