@@ -230,3 +230,29 @@ def test_mlfo_paper_configs():
         assert (m.clip_len, m.prototypes, m.score_queue, m.tau, m.sinkhorn_eps, m.sinkhorn_iterations) == (
             16, 1000, 1024, 0.07, 0.05, 3)
         assert (m.sem_weight, m.low_weight, m.mid_weight, m.high_weight) == (0.5, 0.3, 0.5, 1.0)
+
+
+def test_level_channels_match_every_backbone():
+    from vidssl.models.backbones import ARCHS
+
+    for arch, (_, kind, _dim) in ARCHS.items():
+        if arch == "resnet50":
+            continue  # same code path as resnet18, slow to build
+        net = Backbone(arch)
+        x = torch.randn(1, 3, 8, 32, 32) if kind == "3d" else torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            levels = net.eval().forward_levels(x)
+        assert {lv: m.shape[1] for lv, m in levels.items()} == net.level_channels, arch
+
+
+@pytest.mark.parametrize("arch", ["r3d_18", "s3d"])
+def test_mlfo_step_on_the_papers_backbones(arch):
+    torch.manual_seed(0)
+    cfg = MLFOConfig(**{**SMALL, "clip_len": 16, "retrieval_levels": ["low", "mid"]}, graph_start=0.0)
+    model = MLFO(cfg, Backbone(arch))
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randn(2, 3, 16, 32, 32, generator=g) for _ in range(3)]
+    loss, parts = model(clips, {}, g)
+    assert {"mul_low", "mul_mid", "aug_low", "aug_mid", "ret_low", "ret_mid"} <= set(parts)
+    loss.backward()
+    assert torch.isfinite(loss)
