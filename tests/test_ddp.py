@@ -85,9 +85,10 @@ def test_shuffle_bn_across_ranks(ranks):
         assert r["sbn_train_err"] < 1e-5  # train mode: this rank's slice of the shuffled batch
 
 
-def test_documented_torchrun_pretrain_command(tmp_path):
+@pytest.mark.parametrize("method", ["seco", "moco", "vclr", "corp_f", "corp_m", "simclr"])
+def test_documented_torchrun_pretrain_command(tmp_path, method):
     run = tmp_path / "run"
-    res = torchrun(["-m", "vidssl.cli", "pretrain", "--method", "seco", "--out", str(run),
+    res = torchrun(["-m", "vidssl.cli", "pretrain", "--method", method, "--out", str(run),
                     "data.synthetic_videos=40", "data.synthetic_size=32", "data.synthetic_frames=16",
                     "data.num_workers=0", "train.batch_size=8", "train.max_steps=3", "train.log_every=1"],
                    cwd=tmp_path)
@@ -95,6 +96,20 @@ def test_documented_torchrun_pretrain_command(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert "2 rank(s) x 4" in res.stderr
+
+
+@pytest.mark.slow
+def test_mlfo_pretrains_under_torchrun_across_its_stages(tmp_path):
+    """Stage one leaves the prototypes (frozen) and the lower-level heads (no graph loss yet)
+    without gradient; DDP must accept that and the run must go on into stage two."""
+    run = tmp_path / "run"
+    torchrun(["-m", "vidssl.cli", "pretrain", "--method", "mlfo", "--out", str(run),
+              "data.synthetic_videos=40", "data.synthetic_frames=32", "data.num_workers=0",
+              "train.batch_size=8", "train.epochs=2", "train.log_every=1", "mlfo.graph_start=0.5",
+              "mlfo.clip_len=4", "mlfo.retrieval_levels=[low]"], cwd=tmp_path)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 10  # 40 videos / 8 = 5 steps per epoch
+    assert "mul_low" not in rows[4] and "mul_low" in rows[5]
 
 
 @pytest.mark.slow

@@ -160,7 +160,9 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
     model: nn.Module = method
     if ctx.distributed:
         model = DistributedDataParallel(method, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                        broadcast_buffers=False)
+                                        broadcast_buffers=False,
+                                        # stage-wise methods (MLFO) leave some parameters without gradient in some steps
+                                        find_unused_parameters=getattr(method, "unused_parameters", False))
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())

@@ -71,6 +71,10 @@ def relation_head(cfg: CORPConfig, num_outputs: int) -> nn.Module:
 class _ClipEncoder(nn.Module):
     """Backbone + projection head; ``embed`` returns L2-normalised features."""
 
+    # CORP_f's order term uses only the antisymmetric part of a decoupling head, and Table 6's
+    # single-task rows leave one part idle: DDP must look for unused parameters
+    unused_parameters = True
+
     def __init__(self, cfg: CORPConfig, backbone: Backbone, distributed: bool) -> None:
         super().__init__()
         cfg.validate()

@@ -107,6 +107,9 @@ def _projector(channels: int, cfg: MLFOConfig) -> nn.Sequential:
 
 class MLFO(nn.Module):
     config_class = MLFOConfig
+    # the frozen prototypes (first epoch) and the lower-level heads (before the graph stage) get no
+    # gradient in some steps: DDP must look for unused parameters
+    unused_parameters = True
 
     def __init__(self, cfg: MLFOConfig, backbone: Backbone, distributed: bool = False) -> None:
         super().__init__()
