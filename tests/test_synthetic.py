@@ -57,3 +57,18 @@ def test_write_ucf101_roundtrip(ucf_dir):
     assert not {r.group for r in train.records} & {r.group for r in test.records}
     app = load_source(ucf_dir / "appearance_trainlist01.txt", layout="path_list")
     assert len(app) == len(train) and {r.label for r in app.records} <= set(range(5))
+
+
+def test_frame_cache_returns_the_rendered_frames(monkeypatch):
+    import vidssl.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "FRAME_CACHE", synthetic.FrameCache(10 * 2**20))
+    videos = synthetic.SyntheticVideos(num_videos=20, size=16, frames=8)
+    first = videos.render(3, [0, 5, 2])
+    assert len(synthetic.FRAME_CACHE.frames) == 3
+    again = videos.render(3, [2, 5, 0, 1])  # three from the cache, one rendered
+    assert torch.equal(again[:3], first.flip(0)) and len(synthetic.FRAME_CACHE.frames) == 4
+    other = synthetic.SyntheticVideos(num_videos=20, size=16, frames=8, seed=1)
+    assert not torch.equal(other.render(3, [0]), first[:1])  # the key includes the seed
+    monkeypatch.setattr(synthetic, "FRAME_CACHE", synthetic.FrameCache(0))  # disabled: same frames
+    assert torch.equal(videos.render(3, [2, 5, 0, 1]), again)

@@ -86,6 +86,28 @@ class _Object:
     radius: float
 
 
+class FrameCache:
+    """Rendered frames kept in this process up to ``max_bytes`` (then no more are added). Every
+    encoder an evaluation compares asks for the same frames, and so does every epoch of a run
+    without loader workers. Size: ``VIDSSL_SYNTH_CACHE_MB`` (default 512; 0 disables)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.frames: dict[tuple, np.ndarray] = {}
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        return self.frames.get(key)
+
+    def put(self, key: tuple, frame: np.ndarray) -> None:
+        if self.bytes + frame.nbytes <= self.max_bytes and key not in self.frames:
+            self.frames[key] = frame
+            self.bytes += frame.nbytes
+
+
+FRAME_CACHE = FrameCache(int(os.environ.get("VIDSSL_SYNTH_CACHE_MB", "512")) * 2**20)
+
+
 @dataclass(frozen=True)
 class SyntheticVideos:
     """The built-in dataset. ``labels`` picks the label set the records carry."""
@@ -236,12 +258,19 @@ class SyntheticVideos:
         """Frames ``indices`` of video ``i`` as ``(N, 3, size, size)`` uint8."""
         if not 0 <= i < self.num_videos:
             raise IndexError(f"synthetic video {i} outside [0, {self.num_videos})")
-        p = self._video_params(i)
-        scene = p["scene"]
         s = self.size
-        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
         out = np.empty((len(indices), s, s, 3), dtype=np.uint8)
+        video_key = (self.seed, s, self.frames, self.clips_per_group, i)  # what a frame depends on
+        p = None
         for n, t in enumerate(indices):
+            cached = FRAME_CACHE.get((*video_key, t))
+            if cached is not None:
+                out[n] = cached
+                continue
+            if p is None:
+                p = self._video_params(i)
+                scene = p["scene"]
+                yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
             u = t / max(self.frames - 1, 1)
             bx, by = xx + p["bg_velocity"][0] * u, yy + p["bg_velocity"][1] * u
             w = np.zeros_like(xx)
@@ -253,6 +282,7 @@ class SyntheticVideos:
                 self._paint(img, obj, *(start + disp * ease_out(u)), 1.0, 0.0, 1.0, xx, yy)
             self._paint(img, p["actor"], *self._actor_state(self.motion_of(i), u, p), xx, yy)
             out[n] = np.clip(img, 0, 255).astype(np.uint8)
+            FRAME_CACHE.put((*video_key, t), out[n].copy())
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
     def open(self, record: VideoRecord) -> SyntheticReader:
