@@ -222,3 +222,14 @@ def test_gradient_accumulation_splits_the_global_batch(tmp_path, capsys):
         from vidssl.engine.train import Plan
 
         Plan.make(load_config(None, ["train.batch_size=10", "train.accumulate=4"]), 100, 1)
+
+
+def test_run_sampler_spans_epochs_and_resumes_as_a_suffix():
+    from vidssl.engine.train import RunSampler, epoch_indices
+
+    full = list(RunSampler(n=23, seed=3, rank=1, world=2, per_step=4, steps_per_epoch=2, start_step=0, last_step=5))
+    expected = [(e, i) for e in range(3) for i in epoch_indices(23, 3, e, 1, 2, 4)][:5 * 4]
+    assert full == expected and len(full) == 20
+    assert [e for e, _ in full] == [0] * 8 + [1] * 8 + [2] * 4  # every batch lies inside one epoch
+    resumed = RunSampler(n=23, seed=3, rank=1, world=2, per_step=4, steps_per_epoch=2, start_step=3, last_step=5)
+    assert list(resumed) == full[3 * 4:] and len(resumed) == 8

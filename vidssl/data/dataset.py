@@ -124,12 +124,15 @@ class VideoDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``key``: an index (at the epoch of :meth:`set_epoch`) or an ``(epoch, index)`` pair, as the
+        training loop's run-long sampler yields them (its loader workers live across epochs)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         n = len(self.source.records)
         for attempt in range(self.max_substitutes + 1):
             i = (index + attempt) % n
             record = self.source.records[i]
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, epoch, i])
             min_frames = self.sampler.min_frames if self.short_videos == "skip" else 1
             try:
                 plan, clips = read_sample(self.opener, record, self.sampler, rng, min_frames)

@@ -79,6 +79,32 @@ def epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int, per_rank
     return perm[:usable][rank::world]
 
 
+class RunSampler:
+    """This rank's ``(epoch, index)`` pairs from ``start_step`` to ``last_step``: each epoch's
+    :func:`epoch_indices`, entered mid-way when resuming. One sampler for the whole run lets the
+    loader's workers live across epochs (no start-up bubble per epoch; their caches survive); the
+    epoch travels with each index, so a sample is the same whichever worker draws it."""
+
+    def __init__(self, n: int, seed: int, rank: int, world: int, per_step: int, steps_per_epoch: int,
+                 start_step: int, last_step: int) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.per_step, self.steps_per_epoch = per_step, steps_per_epoch
+        self.start_step, self.last_step = start_step, last_step
+
+    def __len__(self) -> int:
+        return max(self.last_step - self.start_step, 0) * self.per_step
+
+    def __iter__(self):
+        step = self.start_step
+        while step < self.last_step:
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            take = min(self.steps_per_epoch - in_epoch, self.last_step - step)
+            indices = epoch_indices(self.n, self.seed, epoch, self.rank, self.world, self.per_step)
+            for i in indices[in_epoch * self.per_step:(in_epoch + take) * self.per_step]:
+                yield epoch, i
+            step += take
+
+
 @dataclass
 class Plan:
     """Batch arithmetic, resolved once."""
@@ -184,65 +210,61 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                          "arch": cfg.arch()}, out / CHECKPOINT)
 
     method.train()
+    per_step = plan.micro_batch * cfg.train.accumulate
+    loader = DataLoader(dataset, batch_size=plan.micro_batch, drop_last=True,
+                        sampler=RunSampler(len(dataset), cfg.train.seed, ctx.rank, ctx.world_size, per_step,
+                                           plan.steps_per_epoch, step, last_step),
+                        num_workers=cfg.data.num_workers, worker_init_fn=seed_worker,
+                        persistent_workers=cfg.data.num_workers > 0, pin_memory=ctx.device.type == "cuda")
+    batches = iter(loader)
     while step < last_step:
-        epoch, in_epoch = divmod(step, plan.steps_per_epoch)
-        dataset.set_epoch(epoch)
-        indices = epoch_indices(len(dataset), cfg.train.seed, epoch, ctx.rank, ctx.world_size,
-                                plan.micro_batch * cfg.train.accumulate)
-        indices = indices[in_epoch * plan.micro_batch * cfg.train.accumulate:]
-        loader = DataLoader(dataset, batch_size=plan.micro_batch, sampler=indices, drop_last=True,
-                            num_workers=cfg.data.num_workers, worker_init_fn=seed_worker,
-                            pin_memory=ctx.device.type == "cuda")
-        batches = iter(loader)
-        for _ in range(in_epoch, plan.steps_per_epoch):
-            if step >= last_step:
-                break
-            if hasattr(method, "set_epoch"):  # methods with epoch-based stages (MLFO)
-                method.set_epoch(epoch, cfg.train.epochs)
-            lr = lr_at(step, plan.lr, plan.total_steps, plan.warmup_steps, cfg.optim.schedule,
-                       cfg.optim.milestones, cfg.optim.gamma)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            generator = torch.Generator().manual_seed(cfg.train.seed * 1000003 + step)
-            totals: dict[str, torch.Tensor] = {}  # loss parts, kept on the device until logged
-            loss_sum = torch.zeros((), device=ctx.device)
-            for micro in range(cfg.train.accumulate):
-                batch = next(batches)
-                skipped_videos += int(batch["skipped"].sum())
-                views = [v.to(ctx.device, non_blocking=True) for v in batch["views"]]
-                info = {k: v.to(ctx.device, non_blocking=True) for k, v in batch["info"].items()}
-                sync = contextlib.nullcontext()
-                if ctx.distributed and micro < cfg.train.accumulate - 1:
-                    sync = model.no_sync()
-                with sync:
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                        loss, parts = model(views, info, generator)
-                    (loss / cfg.train.accumulate).backward()
-                loss_sum += loss.detach() / cfg.train.accumulate
-                for k, v in parts.items():
-                    totals[k] = totals.get(k, 0.0) + v.detach() / cfg.train.accumulate
-            loss_value = float(loss_sum)
-            if not math.isfinite(loss_value):
-                optimizer.zero_grad(set_to_none=True)
-                if cfg.train.nan_policy == "skip":
-                    skipped_steps += 1
-                    logger.message(f"non-finite loss {loss_value} at step {step}: step skipped "
-                                   f"({skipped_steps} so far)")
-                    step += 1
-                    continue
-                parts_text = {k: float(v) for k, v in totals.items()}
-                raise TrainingError(f"non-finite loss {loss_value} at step {step} ({parts_text}); the last "
-                                    f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
-                                    "set train.nan_policy=skip.")
-            optimizer.step()
+        epoch = step // plan.steps_per_epoch
+        if hasattr(method, "set_epoch"):  # methods with epoch-based stages (MLFO)
+            method.set_epoch(epoch, cfg.train.epochs)
+        lr = lr_at(step, plan.lr, plan.total_steps, plan.warmup_steps, cfg.optim.schedule,
+                   cfg.optim.milestones, cfg.optim.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator().manual_seed(cfg.train.seed * 1000003 + step)
+        totals: dict[str, torch.Tensor] = {}  # loss parts, kept on the device until logged
+        loss_sum = torch.zeros((), device=ctx.device)
+        for micro in range(cfg.train.accumulate):
+            batch = next(batches)
+            skipped_videos += int(batch["skipped"].sum())
+            views = [v.to(ctx.device, non_blocking=True) for v in batch["views"]]
+            info = {k: v.to(ctx.device, non_blocking=True) for k, v in batch["info"].items()}
+            sync = contextlib.nullcontext()
+            if ctx.distributed and micro < cfg.train.accumulate - 1:
+                sync = model.no_sync()
+            with sync:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    loss, parts = model(views, info, generator)
+                (loss / cfg.train.accumulate).backward()
+            loss_sum += loss.detach() / cfg.train.accumulate
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v.detach() / cfg.train.accumulate
+        loss_value = float(loss_sum)
+        if not math.isfinite(loss_value):
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if ctx.is_main and (step % cfg.train.log_every == 0 or step == last_step):
-                logger.log(step, epoch, {"loss": loss_value, **{k: float(v) for k, v in totals.items()}, "lr": lr,
-                                         "skipped_videos": float(skipped_videos)})
-            if step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step:
-                checkpoint()
-        del batches, loader
+            if cfg.train.nan_policy == "skip":
+                skipped_steps += 1
+                logger.message(f"non-finite loss {loss_value} at step {step}: step skipped "
+                               f"({skipped_steps} so far)")
+                step += 1
+                continue
+            parts_text = {k: float(v) for k, v in totals.items()}
+            raise TrainingError(f"non-finite loss {loss_value} at step {step} ({parts_text}); the last "
+                                f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
+                                "set train.nan_policy=skip.")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if ctx.is_main and (step % cfg.train.log_every == 0 or step == last_step):
+            logger.log(step, epoch, {"loss": loss_value, **{k: float(v) for k, v in totals.items()}, "lr": lr,
+                                     "skipped_videos": float(skipped_videos)})
+        if step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step:
+            checkpoint()
+    del batches, loader  # stops the workers
     logger.close()
     if ctx.is_main:
         logger.message(f"done: {step} steps; checkpoint {out / CHECKPOINT}"
