@@ -60,6 +60,9 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert mlfo["backbone_calls"] == [[[12, 3, 8, 32, 32], True]]  # clip 1, clip 2 and the global clip at once
     for row in (seco, mlfo):
         assert row["step_s"] > 0 and row["bare_s"] > 0 and row["peak_bytes"] > 0 and "0" in row["loader_batches_per_s"]
+    cl = measure_method("corp_f", SpeedSettings(steps=1, loader_batches=1, workers=(0,), channels_last=True,
+                                                overrides=s.overrides))
+    assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too
     text = render_speed([seco, mlfo])
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
 
