@@ -103,6 +103,9 @@ def test_config_errors_name_the_key_and_file(tmp_path):
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(str(bad))
     assert load_config(None, ["optim.lr=1", "seco.losses=[inter, intra]"]).optim.lr == 1.0
+    assert load_config(None, ["optim.weight_decay=1e-6"]).optim.weight_decay == 1e-6  # YAML 1.1 reads a string
+    with pytest.raises(ConfigError, match=r"optim.lr: expected float"):
+        load_config(None, ["optim.lr=fast"])
 
 
 def test_builtin_paper_configs_load():

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from vidssl.engine.config import CONFIG_DIR, load_config
+from vidssl.engine.train import TrainingError
 from vidssl.errors import ConfigError
 from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import load_encoder
@@ -40,10 +41,18 @@ class Row:
     def slug(self) -> str:
         return "".join(c if c.isalnum() else "_" for c in self.label.lower()).strip("_")
 
+    @property
+    def config(self) -> str | None:
+        """The built-in config the row starts from: the method's laptop recipe."""
+        laptop = f"{self.method}_laptop"
+        return laptop if (CONFIG_DIR / f"{laptop}.yaml").is_file() else None
+
     def run_key(self, extra: list[str]) -> str:
-        """The run folder's name: the method and a hash of its overrides, so that tables sharing a
-        setting (the full methods in ``baselines``) share the run."""
-        digest = hashlib.sha256(json.dumps([*extra, *self.overrides]).encode()).hexdigest()[:10]
+        """The run folder's name: the method and a hash of its laptop config's text and the
+        overrides, so that tables sharing a setting (the full methods in ``baselines``) share the
+        run, and a changed recipe is not mistaken for a finished run."""
+        recipe = (CONFIG_DIR / f"{self.config}.yaml").read_text() if self.config else ""
+        digest = hashlib.sha256(json.dumps([recipe, *extra, *self.overrides]).encode()).hexdigest()[:10]
         return f"{self.method.replace(':', '_')}-{digest}"
 
 
@@ -133,9 +142,7 @@ def _pretrain(row: Row, seed: int, budget: Budget, out: Path) -> tuple[str, floa
 
     if row.method.startswith("random:"):
         return f"{row.method}:{seed}", 0.0
-    laptop = f"{row.method}_laptop"
-    config = laptop if (CONFIG_DIR / f"{laptop}.yaml").is_file() else None
-    cfg = load_config(config, [*budget.extra, *row.overrides, f"train.seed={seed}", f"train.epochs={budget.epochs}",
+    cfg = load_config(row.config, [*budget.extra, *row.overrides, f"train.seed={seed}", f"train.epochs={budget.epochs}",
                                f"train.out={out}", f"data.num_workers={budget.num_workers}", "train.log_every=50"],
                       row.method)
     start = time.perf_counter()
@@ -179,11 +186,16 @@ def run_one(row: Row, seed: int, budget: Budget, root: Path) -> dict:
     if result_file.is_file():
         return json.loads(result_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    spec, seconds = _pretrain(row, seed, budget, folder / "pretrain")
-    start = time.perf_counter()
-    metrics = evaluate(spec, budget, root / "features")
-    result = {"row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": metrics,
-              "pretrain_seconds": seconds, "eval_seconds": time.perf_counter() - start}
+    try:
+        spec, seconds = _pretrain(row, seed, budget, folder / "pretrain")
+    except TrainingError as exc:  # a diverged setting is a result too: the table says so, the bench goes on
+        print(f"[bench] {row.label} / seed {seed}: {exc}", flush=True)
+        result = {"row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": None, "error": str(exc)}
+    else:
+        start = time.perf_counter()
+        metrics = evaluate(spec, budget, root / "features")
+        result = {"row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": metrics,
+                  "pretrain_seconds": seconds, "eval_seconds": time.perf_counter() - start}
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(result_file)
@@ -210,8 +222,11 @@ def render(table: str, results: dict[str, list[dict]], budget: Budget) -> str:
         mine = results.get(row.label, [])
         if not mine:
             continue
-        cells = [_mean_std([r["metrics"][m] for r in mine]) for m in METRICS]
-        lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {len(mine)} |")
+        ok = [r for r in mine if r["metrics"] is not None]
+        cells = [_mean_std([r["metrics"][m] for r in ok]) if ok else "—" for m in METRICS]
+        failed = len(mine) - len(ok)
+        lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {len(ok)}"
+                     + (f" (+{failed} diverged)" if failed else "") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,12 +236,12 @@ def plot(table: str, results: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in TABLES[table].rows if results.get(row.label)]
+    rows = [row for row in TABLES[table].rows if any(r["metrics"] for r in results.get(row.label, []))]
     shown = ("motion_svm", "appearance_svm", "arrow")
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.6))
     width = 0.8 / len(shown)
     for k, m in enumerate(shown):
-        vals = [[100 * r["metrics"][m] for r in results[row.label]] for row in rows]
+        vals = [[100 * r["metrics"][m] for r in results[row.label] if r["metrics"]] for row in rows]
         means = [statistics.fmean(v) for v in vals]
         errs = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
         ax.bar([i + k * width for i in range(len(rows))], means, width, yerr=errs, label=HEADERS[m], capsize=2)
