@@ -92,7 +92,7 @@ TABLES: dict[str, Table] = {
                       _corp("CORP_f both, decoupling, MLP 1", "corp_f", "corp_f.mlp_layers=1"),
                       _corp("CORP_f both, decoupling, MLP 3", "corp_f", "corp_f.mlp_layers=3"),
                       _corp("CORP_m K=2", "corp_m", "corp_m.num_clips=2"),
-                      _corp("CORP_m K=4", "corp_m", "corp_m.num_clips=4"),
+                      _corp("CORP_m K=4", "corp_m"),  # the default K
                   )),
     "mlfo": Table("MLFO ablations (MLFO Tables 2 and 3)",
                   "Table 2: combined multi-level > combined high-only > instance > w/o > one-hot > semantic; "
