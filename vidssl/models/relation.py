@@ -17,6 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def standardise(r: torch.Tensor) -> torch.Tensor:
+    """Parameter-free layer normalisation of a relation vector before its MLP. **Open choice**
+    (not in the paper): products of L2-normalised 128-d features are ~1e-3, too small for the MLP
+    to learn from at our scale (CORP_f's order loss stayed at exactly 2 ln 2 for 200 steps without
+    it). It keeps the parts' defining properties: ``LN(s(y, x)) = LN(s(x, y))`` and
+    ``LN(-a) = -LN(a)``."""
+    return F.layer_norm(r, r.shape[-1:])
+
+
 def relation_mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
     """``layers`` linear layers (ReLU between): the "MLP of configurable depth" after attention."""
     dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
@@ -47,7 +56,7 @@ class MixedAttention(nn.Module):
 
     def forward(self, zi: torch.Tensor, zj: torch.Tensor) -> torch.Tensor:
         """Logits ``(..., num_outputs)`` for the pair."""
-        return self.mlp(self.relation(zi, zj))
+        return self.mlp(standardise(self.relation(zi, zj)))
 
 
 class DecouplingAttention(nn.Module):
@@ -71,11 +80,11 @@ class DecouplingAttention(nn.Module):
 
     def same_logit(self, zi: torch.Tensor, zj: torch.Tensor) -> torch.Tensor:
         """Logit of "from the same video" (not P1)."""
-        return self.same_mlp(self.symmetric(zi, zj)).squeeze(-1)
+        return self.same_mlp(standardise(self.symmetric(zi, zj))).squeeze(-1)
 
     def order_logit(self, zi: torch.Tensor, zj: torch.Tensor) -> torch.Tensor:
         """Logit of "z_i precedes z_j" given the same video (P2 | not P1)."""
-        return self.order_mlp(self.antisymmetric(zi, zj)).squeeze(-1)
+        return self.order_mlp(standardise(self.antisymmetric(zi, zj))).squeeze(-1)
 
     def forward(self, zi: torch.Tensor, zj: torch.Tensor) -> torch.Tensor:
         """3-way log-probabilities ``[P1, P2, P3]`` (eq. 6's factorisation), usable as logits."""
