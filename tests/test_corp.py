@@ -126,3 +126,14 @@ def test_corp_configs_and_validation():
         load_config(None, ["corp_m.relation=cross"], method="corp_m")
     with pytest.raises(ValueError, match="3d backbone"):
         CORPf(CORPConfig(), Backbone("tiny2d"))
+
+
+def test_relation_standardisation_keeps_symmetry_and_antisymmetry():
+    from vidssl.models.relation import standardise
+
+    head = DecouplingAttention(16, 8, 8, 16, 2)
+    x, y = unit(5, 16, seed=11), unit(5, 16, seed=12)
+    assert head.antisymmetric(x, y).abs().mean() < 0.05  # raw parts are tiny for unit-norm inputs ...
+    a_xy, a_yx = standardise(head.antisymmetric(x, y)), standardise(head.antisymmetric(y, x))
+    assert torch.allclose(a_xy, -a_yx, atol=1e-5) and torch.allclose(a_xy.std(-1), torch.ones(5), atol=0.1)
+    assert torch.allclose(standardise(head.symmetric(x, y)), standardise(head.symmetric(y, x)))
