@@ -137,7 +137,8 @@ class Budget:
 
 
 def _pretrain(row: Row, seed: int, budget: Budget, out: Path) -> tuple[str, float]:
-    """Train the row (unless its checkpoint is complete); the encoder spec and the seconds taken."""
+    """Train the row (an interrupted run resumes from its checkpoint); the encoder spec and the
+    seconds this call took."""
     from vidssl.engine.train import train
 
     if row.method.startswith("random:"):
@@ -145,9 +146,10 @@ def _pretrain(row: Row, seed: int, budget: Budget, out: Path) -> tuple[str, floa
     cfg = load_config(row.config, [*budget.extra, *row.overrides, f"train.seed={seed}", f"train.epochs={budget.epochs}",
                                f"train.out={out}", f"data.num_workers={budget.num_workers}", "train.log_every=50"],
                       row.method)
+    checkpoint = out / "checkpoint.pt"
     start = time.perf_counter()
-    train(cfg)
-    return str(out / "checkpoint.pt"), time.perf_counter() - start
+    train(cfg, str(checkpoint) if checkpoint.is_file() else None)
+    return str(checkpoint), time.perf_counter() - start
 
 
 def _relabel(fs: FeatureSet, data: EvalData, subset: str) -> FeatureSet:
