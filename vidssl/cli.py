@@ -126,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from vidssl.engine.config import CONFIG_DIR, load_config
+    from vidssl.engine.config import laptop_config, load_config
     from vidssl.engine.train import CHECKPOINT, train
 
     overrides = list(args.overrides)
@@ -138,8 +138,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"train.out={args.out}")
     config = args.config
-    if config is None and args.method and (CONFIG_DIR / f"{args.method}_laptop.yaml").is_file():
-        config = f"{args.method}_laptop"  # a method's laptop recipe (MLFO: Adam) is its default
+    if config is None and args.method:
+        config = laptop_config(args.method)  # a method's laptop recipe (MLFO: Adam) is its default
     cfg = load_config(config, overrides, args.method)
     if args.out is None and args.config is None and "train.out" not in " ".join(args.overrides):
         cfg.train.out = f"runs/{cfg.method}"

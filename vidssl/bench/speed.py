@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from vidssl.engine.config import CONFIG_DIR, load_config
+from vidssl.engine.config import laptop_config, load_config
 from vidssl.engine.optim import build_optimizer
 from vidssl.models.backbones import Backbone
 
@@ -104,9 +104,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     """Step time, bare bound, loader rates and peak memory of one method (laptop config)."""
     from vidssl.engine.train import build_dataset, build_method
 
-    laptop = f"{method_name}_laptop"
-    config = laptop if (CONFIG_DIR / f"{laptop}.yaml").is_file() else None
-    cfg = load_config(config, list(s.overrides), method_name)
+    cfg = load_config(laptop_config(method_name), list(s.overrides), method_name)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device)
     torch.manual_seed(0)
     dataset = build_dataset(cfg)
@@ -124,7 +122,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     model.train()
     optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
     step_fn = torch.compile(model) if s.compile else model
-    backbone_params = [p for bb in BackboneRecorder(model).backbones for p in bb.parameters() if p.requires_grad]
+    recorder = BackboneRecorder(model)
+    backbone_params = [p for bb in recorder.backbones for p in bb.parameters() if p.requires_grad]
     bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
                                      cfg.optim.momentum, cfg.optim.weight_decay)
 
@@ -138,7 +137,6 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    recorder = BackboneRecorder(model)
     with recorder.recording():
         method_step(0, model)  # uncompiled: the recording wrappers must run eagerly
     calls = recorder.calls

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vidssl.engine.config import CONFIG_DIR, load_config
+from vidssl.engine.config import CONFIG_DIR, laptop_config, load_config
 from vidssl.engine.train import TrainingError
 from vidssl.errors import ConfigError
 from vidssl.eval.data import EvalData
@@ -44,8 +44,7 @@ class Row:
     @property
     def config(self) -> str | None:
         """The built-in config the row starts from: the method's laptop recipe."""
-        laptop = f"{self.method}_laptop"
-        return laptop if (CONFIG_DIR / f"{laptop}.yaml").is_file() else None
+        return laptop_config(self.method)
 
     def run_key(self, extra: list[str]) -> str:
         """The run folder's name: the method and a hash of its laptop config's text and the

@@ -197,6 +197,11 @@ def resolve_config_path(name: str) -> Path:
     raise ConfigError(f"config {name!r} not found (a YAML file, or one of: {known})")
 
 
+def laptop_config(method: str) -> str | None:
+    """The name of ``method``'s built-in laptop recipe (``<method>_laptop``), if it has one."""
+    return f"{method}_laptop" if (CONFIG_DIR / f"{method}_laptop.yaml").is_file() else None
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None,
                 method: str | None = None) -> Config:
     """Defaults, then the YAML file, then ``--method``, then ``key=value`` overrides."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from vidssl.data.samplers import MinimalOffsetClipSampler, RandomClipsSampler
 from vidssl.losses.corp import corp_f_order_loss, corp_m_decoupled_loss, corp_m_loss, corp_pair_labels, nt_xent
-from vidssl.models.backbones import Backbone
+from vidssl.models.backbones import Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.relation import DecouplingAttention, MixedAttention
 from vidssl.modules.distributed import all_gather_with_grad, rank
@@ -78,8 +78,7 @@ class _ClipEncoder(nn.Module):
     def __init__(self, cfg: CORPConfig, backbone: Backbone, distributed: bool) -> None:
         super().__init__()
         cfg.validate()
-        if backbone.kind != "3d":
-            raise ValueError(f"CORP works on clips: needs a 3d backbone, got {backbone.arch}")
+        require_3d(backbone, "CORP")
         self.cfg = cfg
         self.distributed = distributed
         self.encoder = backbone

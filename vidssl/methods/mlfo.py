@@ -39,7 +39,7 @@ from vidssl.losses.mlfo import (
     swapped_prediction_loss,
     timestamp_retrieval_loss,
 )
-from vidssl.models.backbones import LEVELS, Backbone
+from vidssl.models.backbones import LEVELS, Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, temporal_augment
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
@@ -114,8 +114,7 @@ class MLFO(nn.Module):
     def __init__(self, cfg: MLFOConfig, backbone: Backbone, distributed: bool = False) -> None:
         super().__init__()
         cfg.validate()
-        if backbone.kind != "3d":
-            raise ValueError(f"MLFO works on clips: needs a 3d backbone, got {backbone.arch}")
+        require_3d(backbone, "MLFO")
         self.cfg = cfg
         self.distributed = distributed
         self.encoder = backbone
@@ -215,10 +214,12 @@ class MLFO(nn.Module):
         """L_aug (eq. 11-12) at one level: ME(f^1) and ME(f^2) are positives; the branch applied to
         each temporal transformation of the anchor's own map are its negatives. Both views anchor."""
         branch = self.motion[level]
+
+        def negatives(f: torch.Tensor) -> torch.Tensor:  # (B, A, d)
+            return torch.stack([branch(temporal_augment(f, a, generator)) for a in self.cfg.temporal_augs], dim=1)
+
         e1, e2 = branch(f1), branch(f2)
-        neg1 = torch.stack([branch(temporal_augment(f1, a, generator)) for a in self.cfg.temporal_augs], dim=1)
-        neg2 = torch.stack([branch(temporal_augment(f2, a, generator)) for a in self.cfg.temporal_augs], dim=1)
-        return info_nce(e1, e2, neg1, self.cfg.tau) + info_nce(e2, e1, neg2, self.cfg.tau)
+        return info_nce(e1, e2, negatives(f1), self.cfg.tau) + info_nce(e2, e1, negatives(f2), self.cfg.tau)
 
     def retrieval_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
         """L_ret (eq. 13) at one level. Clip 1 spans the first half of the window, clip 2 the second,

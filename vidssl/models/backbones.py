@@ -89,6 +89,12 @@ LEVEL_CHANNELS: dict[str, tuple[int, int, int]] = {
 _S3D_TAPS = {"low": 6, "mid": 12, "high": 15}
 
 
+def require_3d(backbone: Backbone, method: str) -> None:
+    """Clip methods refuse a frame backbone with the method named."""
+    if backbone.kind != "3d":
+        raise ValueError(f"{method} works on clips: needs a 3d backbone, got {backbone.arch}")
+
+
 class Backbone(nn.Module):
     """An encoder: ``self.net`` is the torchvision-named model with its classifier removed."""
 
