@@ -14,6 +14,7 @@ from vidssl.engine.config import load_config
 from vidssl.engine.export import load_exported
 from vidssl.engine.train import train
 from vidssl.errors import ConfigError
+from vidssl.eval.encoders import load_encoder
 from vidssl.models.backbones import Backbone
 
 SMALL = ["data.synthetic_videos=40", "data.synthetic_size=32", "data.synthetic_frames=16",
@@ -236,3 +237,28 @@ def test_run_sampler_spans_epochs_and_resumes_as_a_suffix():
     assert [e for e, _ in full] == [0] * 8 + [1] * 8 + [2] * 4  # every batch lies inside one epoch
     resumed = RunSampler(n=23, seed=3, rank=1, world=2, per_step=4, steps_per_epoch=2, start_step=3, last_step=5)
     assert list(resumed) == full[3 * 4:] and len(resumed) == 8
+
+
+def test_checkpoints_with_separate_heads_evaluate_but_do_not_resume(tmp_path):
+    """A checkpoint of an earlier vidssl (one MLP per SeCo head, more optimizer tensors) still
+    loads for evaluation; resuming from it is refused with the file named."""
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path / 'run'}", "train.max_steps=2"])
+    train(cfg)
+    state = load_checkpoint(tmp_path / "run/checkpoint.pt")
+    hidden, dim = 32, 128
+    for enc in ("encoder_q", "encoder_k"):
+        p = f"{enc}.heads."
+        w1, b1, w2, b2 = (state["model"].pop(p + k) for k in ("weight1", "bias1", "weight2", "bias2"))
+        for i, name in enumerate(["inter", "intra", "order"]):
+            state["model"][f"{p}{name}.0.weight"] = w1[i * hidden:(i + 1) * hidden].clone()
+            state["model"][f"{p}{name}.0.bias"] = b1[i * hidden:(i + 1) * hidden].clone()
+            state["model"][f"{p}{name}.2.weight"] = w2[i].T.contiguous()
+            state["model"][f"{p}{name}.2.bias"] = b2[i * dim:(i + 1) * dim].clone()
+    state["optimizer"]["param_groups"][0]["params"].append(10_000)
+    torch.save(state, tmp_path / "old.pt")
+    new, old = load_encoder(str(tmp_path / "run/checkpoint.pt")), load_encoder(str(tmp_path / "old.pt"))
+    for (k, a), b in zip(new.backbone.state_dict().items(), old.backbone.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    again = load_config(None, SMALL + [f"train.out={tmp_path / 'again'}", "train.max_steps=3"])
+    with pytest.raises(ConfigError, match="old.pt: its optimizer state does not fit"):
+        train(again, resume=str(tmp_path / "old.pt"))

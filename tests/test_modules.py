@@ -3,7 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidssl.engine.optim import lr_at
+from vidssl.engine.optim import build_optimizer, lr_at, param_groups
+from vidssl.models.heads import ParallelHeads, mlp
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -70,3 +71,60 @@ def test_lr_schedule():
     assert abs(lr_at(step=55, schedule="cosine", **kw) - 0.5) < 1e-9
     assert lr_at(step=99, schedule="cosine", **kw) < 0.01
     assert lr_at(step=60, schedule="step", **kw) == 0.1 * 1.0
+
+
+def test_parallel_heads_are_independent_mlps():
+    torch.manual_seed(0)
+    heads = ParallelHeads(["inter", "intra", "order"], 6, 5, 4)
+    x = torch.randn(7, 6)
+    out = heads(x)
+    assert out.shape == (7, 3, 4)
+    for i in range(3):  # head i alone: its rows of the first layer, its slice of the second
+        w1, b1 = heads.weight1[5 * i:5 * (i + 1)], heads.bias1[5 * i:5 * (i + 1)]
+        expected = torch.relu(x @ w1.T + b1) @ heads.weight2[i] + heads.bias2[4 * i:4 * (i + 1)]
+        assert torch.allclose(out[:, i], expected, atol=1e-6)
+    out[:, 1].sum().backward()  # one head's output has no gradient into the others' weights
+    g1, g2 = heads.weight1.grad.view(3, 5, 6), heads.weight2.grad
+    assert g1[1].abs().sum() > 0 and g1[[0, 2]].abs().sum() == 0 and g2[[0, 2]].abs().sum() == 0
+    bound = 6 ** -0.5  # nn.Linear's initialisation: uniform within 1/sqrt(fan_in)
+    assert heads.weight1.abs().max() <= bound and heads.weight1.abs().max() > 0.8 * bound
+    assert heads.bias1.ndim == heads.bias2.ndim == 1  # biases stay out of weight decay (ndim < 2)
+
+
+def test_fused_optimizer_matches_the_loop():
+    torch.manual_seed(0)
+    for name in ("sgd", "adam"):
+        models = [nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)) for _ in range(2)]
+        models[1].load_state_dict(models[0].state_dict())
+        fused = build_optimizer(name, models[0], 0.1, 0.9, 1e-4)
+        assert fused.defaults["fused"]
+        loop = type(fused)(param_groups_without_lars(models[1], 1e-4), lr=0.1, fused=False,
+                           **({"momentum": 0.9} if name == "sgd" else {}))
+        for _ in range(3):
+            x = torch.randn(5, 4)
+            for m, opt in zip(models, (fused, loop), strict=True):
+                m(x).square().sum().backward()
+                opt.step()
+                opt.zero_grad()
+        for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def param_groups_without_lars(model: nn.Module, weight_decay: float) -> list[dict]:
+    groups = param_groups(model, weight_decay)
+    for g in groups:
+        g.pop("lars")
+    return groups
+
+
+def test_parallel_heads_load_the_per_head_checkpoints_of_earlier_versions():
+    torch.manual_seed(0)
+    names = ["inter", "intra", "order"]
+    old = nn.Module()
+    old.heads = nn.ModuleDict({name: mlp([6, 5, 4]) for name in names})  # the layout before ParallelHeads
+    new = nn.Module()
+    new.heads = ParallelHeads(names, 6, 5, 4)
+    new.load_state_dict(old.state_dict(), strict=True)
+    x = torch.randn(3, 6)
+    for i, name in enumerate(names):
+        assert torch.allclose(new.heads(x)[:, i], old.heads[name](x), atol=1e-6)

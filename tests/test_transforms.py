@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import torch
+import torchvision.transforms.v2.functional as TF
 
-from vidssl.data.transforms import ClipAugment, EvalTransform, resized_crop_params
+from vidssl.data.transforms import ClipAugment, EvalTransform, adjust_hue, gaussian_blur, resized_crop_params
 
 
 def gen(seed: int) -> torch.Generator:
@@ -58,3 +59,35 @@ def test_resized_crop_params_in_bounds():
         top, left, h, w = resized_crop_params(30, 50, (0.2, 1.0), (3 / 4, 4 / 3), g)
         assert 0 <= top and top + h <= 30 and 0 <= left and left + w <= 50
         assert 0.2 * 1500 * 0.9 <= h * w <= 1500
+
+
+def test_gaussian_blur_matches_torchvision():
+    x = torch.rand(2, 3, 40, 48, generator=gen(0))
+    x8 = (x * 255).to(torch.uint8)
+    for kernel, sigma in ((3, 0.1), (3, 1.3), (23, 2.0)):
+        expected = TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+        assert torch.allclose(gaussian_blur(x, kernel, sigma), expected, atol=1e-6)
+        expected8 = TF.gaussian_blur(x8, [kernel, kernel], [sigma, sigma])
+        ours8 = gaussian_blur(x8, kernel, sigma)
+        assert ours8.dtype == torch.uint8 and (ours8.int() - expected8.int()).abs().max() <= 1  # ties may round apart
+        assert (ours8 != expected8).float().mean() < 0.01
+
+
+def test_augment_of_a_grey_clip_with_colour_jitter_and_blur_stays_grey():
+    clip = torch.full((2, 3, 32, 32), 128, dtype=torch.uint8)
+    aug = ClipAugment(size=16, p_jitter=1.0, p_blur=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    for seed in range(5):
+        out = aug(clip, gen(seed))
+        assert out.min() >= 0.0 and out.max() <= 1.0 and torch.equal(out, out[:, :1].expand_as(out))
+
+
+def test_adjust_hue_matches_torchvision():
+    x = torch.rand(2, 3, 17, 19, generator=gen(1))
+    x[0, :, :4] = x[0, :1, :4]  # grey pixels (no chroma) and ties between channels
+    x[1, 1, :3] = x[1, 0, :3]
+    x8 = (x * 255).to(torch.uint8)
+    for factor in (-0.5, -0.1, 0.0, 0.03, 0.25, 0.5):
+        assert torch.allclose(adjust_hue(x, factor), TF.adjust_hue(x, factor), atol=1e-5)
+        ours8, expected8 = adjust_hue(x8, factor), TF.adjust_hue(x8, factor)
+        assert ours8.dtype == torch.uint8 and (ours8.int() - expected8.int()).abs().max() <= 1
+        assert (ours8 != expected8).float().mean() < 0.01

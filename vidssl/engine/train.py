@@ -178,7 +178,11 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
     step = 0
     if state is not None:
         method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. a checkpoint of an older vidssl whose heads were separate tensors
+            raise ConfigError(f"{resume}: its optimizer state does not fit this model's parameters ({exc}); "
+                              "it can still be evaluated and exported, but training cannot resume from it") from exc
         step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and ctx.device.type == "cuda":

@@ -26,8 +26,9 @@ def seco_inter_loss(query: torch.Tensor, positives: list[torch.Tensor] | tuple[t
                     queue: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
     """SeCo's inter-frame instance discrimination (SeCo eq. 2):
     ``L_inter = 1/P sum_i L_NCE(q, k_i, K-)``, one ordinary InfoNCE per positive key sharing the
-    queue ``K-`` as negatives; the other positives are *not* in the denominator (official code)."""
-    return torch.stack([info_nce(query, k, queue, tau) for k in positives]).mean()
+    queue ``K-`` as negatives; the other positives are *not* in the denominator (official code).
+    The ``P`` terms are computed as one InfoNCE over ``P·N`` rows (equal sizes: the same mean)."""
+    return info_nce(query.repeat(len(positives), 1), torch.cat(list(positives)), queue, tau)
 
 
 def seco_intra_loss(query: torch.Tensor, same_frame: torch.Tensor,
@@ -35,5 +36,7 @@ def seco_intra_loss(query: torch.Tensor, same_frame: torch.Tensor,
                     tau: float = 0.1) -> torch.Tensor:
     """SeCo's intra-frame instance discrimination (SeCo eq. 3): the key of the same frame is the
     positive, keys of other frames of the same video the negatives; no queue. As the official code,
-    the mean of one 2-way softmax per other frame: ``[q·k_same, q·k_other] / tau``."""
-    return torch.stack([info_nce(query, same_frame, k[:, None, :], tau) for k in other_frames]).mean()
+    the mean of one 2-way softmax per other frame: ``[q·k_same, q·k_other] / tau``, computed as one
+    InfoNCE over ``P·N`` rows."""
+    p = len(other_frames)
+    return info_nce(query.repeat(p, 1), same_frame.repeat(p, 1), torch.cat(list(other_frames))[:, None, :], tau)

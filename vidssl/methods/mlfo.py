@@ -41,7 +41,7 @@ from vidssl.losses.mlfo import (
 )
 from vidssl.models.backbones import LEVELS, Backbone, require_3d
 from vidssl.models.heads import mlp
-from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, temporal_augment
+from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, temporal_augment, time_order
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
 from vidssl.modules.queue import KeyQueue
 
@@ -213,13 +213,14 @@ class MLFO(nn.Module):
                     generator: torch.Generator | None) -> torch.Tensor:
         """L_aug (eq. 11-12) at one level: ME(f^1) and ME(f^2) are positives; the branch applied to
         each temporal transformation of the anchor's own map are its negatives. Both views anchor."""
-        branch = self.motion[level]
+        branch, t = self.motion[level], f1.shape[2]
 
-        def negatives(f: torch.Tensor) -> torch.Tensor:  # (B, A, d)
-            return torch.stack([branch(temporal_augment(f, a, generator)) for a in self.cfg.temporal_augs], dim=1)
+        def embeddings(f: torch.Tensor) -> torch.Tensor:  # (B, 1 + A, d): f itself, then each Aug_k(f)
+            return branch.reordered(f, [None] + [time_order(a, t, generator) for a in self.cfg.temporal_augs])
 
-        e1, e2 = branch(f1), branch(f2)
-        return info_nce(e1, e2, negatives(f1), self.cfg.tau) + info_nce(e2, e1, negatives(f2), self.cfg.tau)
+        e1, e2 = embeddings(f1), embeddings(f2)
+        return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
+                + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))
 
     def retrieval_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
         """L_ret (eq. 13) at one level. Clip 1 spans the first half of the window, clip 2 the second,

@@ -14,7 +14,7 @@ from vidssl.data.samplers import RandomClipsSampler
 from vidssl.losses import info_nce
 from vidssl.methods.seco import KeyEncoder
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import mlp
+from vidssl.models.heads import ParallelHeads
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -40,7 +40,8 @@ class MoCoV2(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.distributed = distributed
-        self.encoder_q = KeyEncoder(backbone, {"proj": mlp([backbone.feature_dim, cfg.head_hidden, cfg.head_dim])})
+        head = ParallelHeads(["proj"], backbone.feature_dim, cfg.head_hidden, cfg.head_dim)
+        self.encoder_q = KeyEncoder(backbone, head)
         self.encoder_k = momentum_copy(self.encoder_q)
         self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
 
@@ -56,10 +57,12 @@ class MoCoV2(nn.Module):
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         view_q, view_k = views
-        q = self.encoder_q(view_q)
+        q = self.encoder_q(view_q)[:, 0]
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            k = shuffle_bn_forward(self.encoder_k, view_k, self.distributed, self.cfg.shuffle_bn_splits, generator)
+            hk = shuffle_bn_forward(self.encoder_k.backbone, view_k, self.distributed, self.cfg.shuffle_bn_splits,
+                                    generator)
+            k = self.encoder_k.project(hk)[:, 0]
         loss = info_nce(q, k, self.queue.keys.clone().detach(), self.cfg.tau)
         self.queue.enqueue(k, gather=self.distributed)
         return loss, {"infonce": loss}

@@ -16,7 +16,7 @@ from torch import nn
 from vidssl.data.samplers import SeCoTripletSampler
 from vidssl.losses import order_cross_entropy, seco_inter_loss, seco_intra_loss
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import mlp
+from vidssl.models.heads import ParallelHeads
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -44,20 +44,24 @@ class SeCoConfig:
 
 
 class KeyEncoder(nn.Module):
-    """Backbone plus named projection heads; the online and momentum encoders share this shape."""
+    """Backbone plus one projection head per loss; the online and momentum encoders share this shape."""
 
-    def __init__(self, backbone: Backbone, heads: dict[str, nn.Module]) -> None:
+    def __init__(self, backbone: Backbone, heads: ParallelHeads) -> None:
         super().__init__()
         self.backbone = backbone
-        self.heads = nn.ModuleDict(heads)
+        self.heads = heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """All head outputs, L2-normalised, concatenated along the feature axis."""
-        h = self.backbone(x)
-        return torch.cat([F.normalize(head(h), dim=1) for head in self.heads.values()], dim=1)
+        """Every head's output, L2-normalised: ``(B, heads, head_dim)``."""
+        return self.project(self.backbone(x))
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The heads on backbone features ``(B, D)``. The heads have no BatchNorm, so the key side
+        runs them once after shuffle-BN's backbone passes."""
+        return F.normalize(self.heads(h), dim=-1)
 
     def split(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.heads.keys(), z.split(z.shape[1] // len(self.heads), dim=1), strict=True))
+        return dict(zip(self.heads.names, z.unbind(1), strict=True))
 
 
 class SeCo(nn.Module):
@@ -68,8 +72,8 @@ class SeCo(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.distributed = distributed
-        dims = [backbone.feature_dim, cfg.head_hidden, cfg.head_dim]
-        self.encoder_q = KeyEncoder(backbone, {name: mlp(dims) for name in cfg.losses})
+        self.encoder_q = KeyEncoder(backbone, ParallelHeads(cfg.losses, backbone.feature_dim, cfg.head_hidden,
+                                                            cfg.head_dim))
         self.encoder_k = momentum_copy(self.encoder_q)
         self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
         if "order" in cfg.losses:
@@ -92,9 +96,9 @@ class SeCo(nn.Module):
         q = self.encoder_q.split(self.encoder_q(anchor_q))
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            keys = shuffle_bn_forward(self.encoder_k, torch.cat([anchor_k, frame2, frame3]),
-                                      self.distributed, self.cfg.shuffle_bn_splits, generator)
-            k = {name: z.chunk(3) for name, z in self.encoder_k.split(keys).items()}
+            hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat([anchor_k, frame2, frame3]),
+                                    self.distributed, self.cfg.shuffle_bn_splits, generator)
+            k = {name: z.chunk(3) for name, z in self.encoder_k.split(self.encoder_k.project(hk)).items()}
         parts = {"inter": seco_inter_loss(q["inter"], k["inter"], self.queue.keys.clone().detach(), self.cfg.tau)}
         if "intra" in q:
             parts["intra"] = seco_intra_loss(q["intra"], k["intra"][0], k["intra"][1:], self.cfg.tau)

@@ -28,7 +28,7 @@ from torch import nn
 from vidssl.data.samplers import VCLRSampler
 from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import mlp
+from vidssl.models.heads import ParallelHeads, mlp
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -85,20 +85,32 @@ def shuffle_tuples(x: torch.Tensor, generator: torch.Generator | None) -> tuple[
 
 
 class VCLRHeads(nn.Module):
-    """Per-frame projection heads plus the video head on the mean frame feature."""
+    """Per-frame projection heads (one per frame loss, computed together) plus the video head on
+    the mean frame feature."""
 
     def __init__(self, in_dim: int, cfg: VCLRConfig) -> None:
         super().__init__()
-        dims = [in_dim, cfg.head_hidden, cfg.head_dim]
-        self.frame = nn.ModuleDict({name: mlp(dims) for name in cfg.losses if name != "video"})
-        self.video = mlp(dims) if "video" in cfg.losses else None
+        names = [name for name in cfg.losses if name != "video"]
+        self.frame = ParallelHeads(names, in_dim, cfg.head_hidden, cfg.head_dim) if names else None
+        self.video = mlp([in_dim, cfg.head_hidden, cfg.head_dim]) if "video" in cfg.losses else None
+
+    def frames(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backbone features ``(..., D)`` → normalised ``(..., d)`` per frame head."""
+        if self.frame is None:
+            return {}
+        z = F.normalize(self.frame(h.reshape(-1, h.shape[-1])), dim=-1)
+        return {name: z[:, i].view(*h.shape[:-1], -1) for i, name in enumerate(self.frame.names)}
+
+    def video_embedding(self, h: torch.Tensor) -> torch.Tensor:
+        """A tuple's features ``(B, N, D)`` → its normalised video embedding ``(B, d)``."""
+        return F.normalize(self.video(h.mean(1)), dim=-1)
 
     def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``h``: backbone features ``(B, N, D)`` → normalised ``(B, N, d)`` per frame head and
-        ``(B, d)`` for the video head."""
-        out = {name: F.normalize(head(h), dim=-1) for name, head in self.frame.items()}
+        """``h``: a tuple's backbone features ``(B, N, D)`` → normalised ``(B, N, d)`` per frame
+        head and ``(B, d)`` for the video head."""
+        out = self.frames(h)
         if self.video is not None:
-            out["video"] = F.normalize(self.video(h.mean(1)), dim=-1)
+            out["video"] = self.video_embedding(h)
         return out
 
 
@@ -151,8 +163,12 @@ class VCLR(nn.Module):
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
             hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, self.distributed,
                                     self.cfg.shuffle_bn_splits, generator)
-            k = self.encoder_k.heads(hk[: b * n].view(b, n, -1))  # the key tuple
-            k_anchor = self.encoder_k.heads(hk[b * n:].view(b, 1, -1))  # the anchor's second view
+            heads_k = self.encoder_k.heads
+            frames_k = heads_k.frames(hk)  # one pass over the key tuple and the anchor's second view
+            k = {name: z[: b * n].view(b, n, -1) for name, z in frames_k.items()}  # the key tuple
+            k_anchor = {name: z[b * n:] for name, z in frames_k.items()}
+            if heads_k.video is not None:
+                k["video"] = heads_k.video_embedding(hk[: b * n].view(b, n, -1))
         parts: dict[str, torch.Tensor] = {}
         if "video" in q:
             parts["video"] = info_nce(q["video"], k["video"], self.video_queue.keys.clone().detach(), self.cfg.tau)
@@ -166,7 +182,7 @@ class VCLR(nn.Module):
                 if name not in q:
                     continue
                 query = q[name][rows, anchor_idx]
-                same = k_anchor[name][:, 0]
+                same = k_anchor[name]
                 other = [k[name][rows, others[:, j]] for j in range(n - 1)]
                 if name == "inter":
                     parts["inter"] = seco_inter_loss(query, [same, *other], self.queue.keys.clone().detach(),

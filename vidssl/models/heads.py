@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -19,3 +21,41 @@ def mlp(dims: list[int] | tuple[int, ...], batch_norm: bool = False, last_bn: bo
         elif last_bn:
             layers.append(nn.BatchNorm1d(dims[i + 1], affine=False))
     return nn.Sequential(*layers)
+
+
+class ParallelHeads(nn.Module):
+    """Independent two-layer MLP heads ``in -> hidden -> ReLU -> out`` on the same input (SeCo's
+    and VCLR's per-loss projection heads), computed together: every first layer in one matrix
+    product, every second layer in one batched product. Each head has its own weights, initialised
+    as ``nn.Linear`` (uniform in ``±1/sqrt(fan_in)``); biases are 1-D (no weight decay).
+    ``(M, in) -> (M, heads, out)``; the head order is ``names``."""
+
+    def __init__(self, names: list[str] | tuple[str, ...], in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        n = len(self.names)
+        self.hidden, self.out_dim = hidden, out_dim
+        self.weight1 = nn.Parameter(torch.empty(n * hidden, in_dim))
+        self.bias1 = nn.Parameter(torch.empty(n * hidden))
+        self.weight2 = nn.Parameter(torch.empty(n, hidden, out_dim))
+        self.bias2 = nn.Parameter(torch.empty(n * out_dim))
+        for p, fan_in in ((self.weight1, in_dim), (self.bias1, in_dim), (self.weight2, hidden), (self.bias2, hidden)):
+            nn.init.uniform_(p, -fan_in ** -0.5, fan_in ** -0.5)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        """Also loads checkpoints written before the heads were computed together: one ``mlp``
+        per name (``<prefix><name>.0.weight`` ... ``<name>.2.bias``) becomes the stacked layout."""
+        old = [f"{prefix}{name}.{i}.{kind}" for name in self.names for i in (0, 2) for kind in ("weight", "bias")]
+        if f"{prefix}weight1" not in state_dict and all(k in state_dict for k in old):
+            per_head = [[state_dict.pop(f"{prefix}{name}.{i}.{kind}") for i in (0, 2) for kind in ("weight", "bias")]
+                        for name in self.names]
+            state_dict[f"{prefix}weight1"] = torch.cat([w1 for w1, _, _, _ in per_head])
+            state_dict[f"{prefix}bias1"] = torch.cat([b1 for _, b1, _, _ in per_head])
+            state_dict[f"{prefix}weight2"] = torch.stack([w2.T for _, _, w2, _ in per_head])
+            state_dict[f"{prefix}bias2"] = torch.cat([b2 for _, _, _, b2 in per_head])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.names)
+        h = F.relu(F.linear(x, self.weight1, self.bias1)).view(len(x), n, self.hidden).transpose(0, 1)
+        return torch.baddbmm(self.bias2.view(n, 1, self.out_dim), h, self.weight2).transpose(0, 1)

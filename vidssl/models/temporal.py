@@ -14,29 +14,33 @@ from vidssl.models.heads import mlp
 TEMPORAL_AUGS = ("reverse", "shuffle")
 
 
-def time_reverse(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(2)
-
-
-def time_shuffle(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The time steps in a random order other than the original (one permutation for the batch;
-    with two steps that is the reversal)."""
-    t = x.shape[2]
-    if t < 2:
-        raise ValueError("time_shuffle needs at least 2 time steps")
-    while True:
-        perm = torch.randperm(t, generator=generator)
-        if not torch.equal(perm, torch.arange(t)):
-            return x[:, :, perm.to(x.device)]
+def time_order(name: str, t: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The order in which ``Aug_k`` (MLFO eq. 12) puts ``t`` time steps: ``reverse`` (last to first)
+    or ``shuffle`` (a random order other than the original; with two steps that is the reversal)."""
+    if name == "reverse":
+        return torch.arange(t - 1, -1, -1)
+    if name == "shuffle":
+        if t < 2:
+            raise ValueError("time_shuffle needs at least 2 time steps")
+        while True:
+            perm = torch.randperm(t, generator=generator)
+            if not torch.equal(perm, torch.arange(t)):
+                return perm
+    raise ValueError(f"unknown temporal augmentation {name!r}; choose from {TEMPORAL_AUGS}")
 
 
 def temporal_augment(x: torch.Tensor, name: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``Aug_k`` of MLFO eq. 12 (and of the input-level baseline): ``reverse`` or ``shuffle``."""
-    if name == "reverse":
-        return time_reverse(x)
-    if name == "shuffle":
-        return time_shuffle(x, generator)
-    raise ValueError(f"unknown temporal augmentation {name!r}; choose from {TEMPORAL_AUGS}")
+    """``Aug_k(x)`` of MLFO eq. 12 (and of the input-level baseline) on ``(B, C, T, H, W)``; one
+    order for the whole batch."""
+    return x[:, :, time_order(name, x.shape[2], generator).to(x.device)]
+
+
+def time_reverse(x: torch.Tensor) -> torch.Tensor:
+    return temporal_augment(x, "reverse")
+
+
+def time_shuffle(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return temporal_augment(x, "shuffle", generator)
 
 
 class MotionExcitation(nn.Module):
@@ -52,14 +56,16 @@ class MotionExcitation(nn.Module):
         self.transform = nn.Conv2d(r, r, 3, padding=1, groups=r, bias=False)
         self.expand = nn.Sequential(nn.Conv3d(r, channels, 1, bias=False), nn.BatchNorm3d(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.squeeze(x)
-        b, r, t, h, w = f.shape
-        later = self.transform(f[:, :, 1:].transpose(1, 2).reshape(b * (t - 1), r, h, w))
+    def attention(self, squeezed: torch.Tensor) -> torch.Tensor:
+        """``A`` ``(B, C, T, 1, 1)`` from the squeezed map ``(B, r, T, H, W)``."""
+        b, r, t, h, w = squeezed.shape
+        later = self.transform(squeezed[:, :, 1:].transpose(1, 2).reshape(b * (t - 1), r, h, w))
         later = later.reshape(b, t - 1, r, h, w).transpose(1, 2)
-        motion = F.pad(later - f[:, :, :-1], (0, 0, 0, 0, 0, 1))  # (B, r, T, H, W), zero at the last step
-        attention = torch.sigmoid(self.expand(motion.mean((3, 4), keepdim=True))) - 0.5
-        return x + x * attention
+        motion = F.pad(later - squeezed[:, :, :-1], (0, 0, 0, 0, 0, 1))  # zero at the last step
+        return torch.sigmoid(self.expand(motion.mean((3, 4), keepdim=True))) - 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x * self.attention(self.squeeze(x))
 
 
 class MotionBranch(nn.Module):
@@ -68,11 +74,34 @@ class MotionBranch(nn.Module):
 
     def __init__(self, channels: int, hidden: int, dim: int, excitation: bool = True, reduction: int = 16) -> None:
         super().__init__()
-        self.excite = MotionExcitation(channels, reduction) if excitation else nn.Identity()
+        self.excite = MotionExcitation(channels, reduction) if excitation else None
         self.head = mlp([channels, hidden, dim], batch_norm=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.excite(x).flatten(2).mean(-1)), dim=-1)
+        """``(B, C, T, H, W) -> (B, dim)``."""
+        return self.reordered(x, [None])[:, 0]
+
+    def reordered(self, x: torch.Tensor, orders: list[torch.Tensor | None]) -> torch.Tensor:
+        """The branch applied to ``x[:, :, order]`` for each time order (``None``: as it is), each
+        as its own batch: ``(B, len(orders), dim)``.
+
+        Computed without the excited or reordered full maps, with the same result: ``A`` is constant
+        over space, so pooling ``X + X * A`` is ``mean_t(x_t * (1 + A_t))`` with ``x_t`` the spatial
+        mean of step ``t``; and the squeeze (a 1x1x1 convolution and BatchNorm over batch, time and
+        space) commutes with reordering time, so it runs once for all orders (its BN running
+        statistics, unused by the method, are updated once per call rather than once per order)."""
+        steps = x.mean((3, 4))  # (B, C, T)
+        squeezed = self.excite.squeeze(x) if self.excite is not None else None
+        out = []
+        for order in orders:
+            o = slice(None) if order is None else order.to(x.device)
+            if squeezed is None:
+                pooled = steps.mean(-1)
+            else:
+                attention = self.excite.attention(squeezed[:, :, o]).flatten(2)  # (B, C, T)
+                pooled = (steps[:, :, o] * (1 + attention)).mean(-1)
+            out.append(F.normalize(self.head(pooled), dim=-1))
+        return torch.stack(out, dim=1)
 
 
 class StepHead(nn.Module):
