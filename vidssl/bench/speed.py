@@ -7,7 +7,9 @@
   step on the backbone. Both are timed alternately in one process on the same batch; the ratio of
   medians is the overhead (goal: <= 1.15).
 - **Loader.** Batches per second of the method's DataLoader with 0, 1 and 2 workers against the
-  model's steps per second (goal: the loader is never the bottleneck at the default setting).
+  model's steps per second (goal: the loader is never the bottleneck at the default setting),
+  with the built-in set's frames cached (as from the second epoch of a run: its workers persist);
+  and the first pass without workers, where every frame is rendered (decoded, for files).
 - **Peak memory.** CUDA: ``max_memory_allocated`` of the step. CPU: the process's peak RSS, each
   method measured in a fresh process.
 
@@ -159,10 +161,18 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     step_s, bare_s = statistics.median(method_times), statistics.median(bare_times)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    indices = list(range(batch_size * (s.loader_batches + 1)))
+    t0 = time.perf_counter()  # first pass, no workers: every frame rendered or decoded (a first epoch)
+    for _ in DataLoader(dataset, batch_size=batch_size, sampler=indices[batch_size:]):
+        pass
+    first_pass = s.loader_batches / (time.perf_counter() - t0)
+    # then with the frames cached in this process and in the workers forked from it: this process was
+    # spawned, which makes spawn its default, but a training run's workers are forked (Linux)
+    fork = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     loader = {}
     for workers in s.workers:
-        dl = DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size * (s.loader_batches + 1))),
-                        num_workers=workers, persistent_workers=False)
+        dl = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, persistent_workers=False,
+                        multiprocessing_context=fork if workers else None)
         it = iter(dl)
         next(it)  # worker start-up is not throughput
         t0 = time.perf_counter()
@@ -173,6 +183,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
             "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
             "overhead": step_s / bare_s, "steps_per_s": 1.0 / step_s, "loader_batches_per_s": loader,
+            "loader_first_pass_batches_per_s": first_pass,
             "default_workers": cfg.data.num_workers, "peak_bytes": peak, "settings": asdict(s)}
 
 
@@ -210,15 +221,17 @@ def render_speed(rows: list[dict]) -> str:
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
              f"compile={rows[0]['settings']['compile']}.", "",
              "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead | model steps/s | "
-             + " | ".join(f"loader {w}w batches/s" for w in workers) + " | loader keeps up (default workers) "
+             "loader first pass 0w batches/s | "
+             + " | ".join(f"loader {w}w batches/s (cached)" for w in workers) + " | loader keeps up (default workers) "
              "| peak memory (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|"]
     for r in rows:
         rates = r["loader_batches_per_s"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
                      f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x | {r['steps_per_s']:.2f} | "
+                     f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
                      + f" | {keeps_up} ({r['default_workers']}w) | {r['peak_bytes'] / 2**20:.0f} |")
     return "\n".join(lines) + "\n"
