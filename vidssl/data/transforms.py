@@ -100,7 +100,8 @@ def adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
     through HSV, which dominated the loader at 32 px."""
     x = F.to_dtype(image, torch.float32, scale=True)
     r, g, b = x.unbind(-3)
-    v, c = x.amax(-3), x.amax(-3) - x.amin(-3)
+    v = x.amax(-3)
+    c = v - x.amin(-3)
     safe = torch.where(c > 0, c, torch.ones_like(c))
     h6 = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
     h6 = torch.remainder(h6 + 6 * factor, 6).unsqueeze(-3)
@@ -122,15 +123,12 @@ def gaussian_blur(image: torch.Tensor, kernel: int, sigma: float) -> torch.Tenso
     pad, (h, w) = kernel // 2, x.shape[-2:]
     if pad >= min(h, w):
         raise ValueError(f"blur kernel {kernel} is too large for a {h}x{w} image")
-    y = torch.nn.functional.pad(x, [pad, pad, 0, 0], mode="reflect")
-    acc = y[..., 0:w] * weights[0]
-    for i in range(1, kernel):
-        acc.add_(y[..., i:i + w], alpha=weights[i])
-    y = torch.nn.functional.pad(acc, [0, 0, pad, pad], mode="reflect")
-    acc = y[..., 0:h, :] * weights[0]
-    for i in range(1, kernel):
-        acc.add_(y[..., i:i + h, :], alpha=weights[i])
-    return acc if image.is_floating_point() else acc.round_().to(image.dtype)
+    for dim, padding in ((-1, [pad, pad, 0, 0]), (-2, [0, 0, pad, pad])):  # along the width, then the height
+        y = torch.nn.functional.pad(x, padding, mode="reflect")
+        x = y.narrow(dim, 0, image.shape[dim]) * weights[0]
+        for i in range(1, kernel):
+            x.add_(y.narrow(dim, i, image.shape[dim]), alpha=weights[i])
+    return x if image.is_floating_point() else x.round_().to(image.dtype)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def time_order(name: str, t: int, generator: torch.Generator | None = None) -> t
         return torch.arange(t - 1, -1, -1)
     if name == "shuffle":
         if t < 2:
-            raise ValueError("time_shuffle needs at least 2 time steps")
+            raise ValueError("a shuffled time order needs at least 2 time steps")
         while True:
             perm = torch.randperm(t, generator=generator)
             if not torch.equal(perm, torch.arange(t)):
@@ -33,14 +33,6 @@ def temporal_augment(x: torch.Tensor, name: str, generator: torch.Generator | No
     """``Aug_k(x)`` of MLFO eq. 12 (and of the input-level baseline) on ``(B, C, T, H, W)``; one
     order for the whole batch."""
     return x[:, :, time_order(name, x.shape[2], generator).to(x.device)]
-
-
-def time_reverse(x: torch.Tensor) -> torch.Tensor:
-    return temporal_augment(x, "reverse")
-
-
-def time_shuffle(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    return temporal_augment(x, "shuffle", generator)
 
 
 class MotionExcitation(nn.Module):
