@@ -146,6 +146,40 @@ def test_motion_branch_on_pooled_maps_equals_the_full_excited_maps():
     assert torch.allclose(branch(f), expected[:, 0], atol=1e-5)
 
 
+def test_motion_excitation_equals_tea_with_convolutions():
+    """The matrix-product squeeze/expand and the pooled motion give TEA's module computed with its
+    convolutions on full maps: the same output and the same gradients."""
+    torch.manual_seed(0)
+    me = MotionExcitation(32, 4).train()
+    x = torch.randn(3, 32, 5, 6, 6, requires_grad=True)
+
+    def tea(x: torch.Tensor) -> torch.Tensor:
+        squeezed = me.squeeze(x)  # nn.Conv3d + BatchNorm3d
+        b, r, t, h, w = squeezed.shape
+        later = torch.stack([me.transform(squeezed[:, :, k + 1]) for k in range(t - 1)], dim=2)
+        motion = torch.cat([later - squeezed[:, :, :-1], torch.zeros_like(squeezed[:, :, :1])], dim=2)
+        return x + x * (torch.sigmoid(me.expand(F.adaptive_avg_pool3d(motion, (t, 1, 1)))) - 0.5)
+
+    expected = tea(x)
+    grads = torch.autograd.grad(expected.square().sum(), [x, *me.parameters()])
+    got = me(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    for g, e in zip(torch.autograd.grad(got.square().sum(), [x, *me.parameters()]), grads, strict=True):
+        assert torch.allclose(g, e, atol=1e-4, rtol=1e-4)
+
+
+def test_retrieval_pools_pairs_of_steps_like_avg_pool3d():
+    """L_ret pools pairs of a clip's steps after the spatial mean: equal to ``avg_pool3d`` on the maps."""
+    torch.manual_seed(0)
+    model = MLFO(MLFOConfig(**SMALL), Backbone("tiny3d"))
+    f1, f2, whole = torch.randn(3, 2, 32, 4, 5, 5).unbind(0)
+    head = model.steps["low"]
+    long = head(whole)
+    expected = 0.5 * (timestamp_retrieval_loss(head(F.avg_pool3d(f1, (2, 1, 1))), long, 0, model.cfg.tau)
+                      + timestamp_retrieval_loss(head(F.avg_pool3d(f2, (2, 1, 1))), long, 2, model.cfg.tau))
+    assert torch.allclose(model.retrieval_loss("low", f1, f2, whole), expected, atol=1e-6)
+
+
 def test_time_shuffle_never_returns_the_original_order():
     f = torch.arange(3.0).view(1, 1, 3, 1, 1)
     g = torch.Generator().manual_seed(0)

@@ -72,3 +72,18 @@ def test_frame_cache_returns_the_rendered_frames(monkeypatch):
     assert not torch.equal(other.render(3, [0]), first[:1])  # the key includes the seed
     monkeypatch.setattr(synthetic, "FRAME_CACHE", synthetic.FrameCache(0))  # disabled: same frames
     assert torch.equal(videos.render(3, [2, 5, 0, 1]), again)
+
+
+def test_objects_painted_on_their_bounding_box_equal_full_frame_painting(monkeypatch):
+    """Painting only each object's bounding box must give the frames of painting the whole frame
+    (every shape, rotated and scaled, lies inside OBJECT_EXTENT radii)."""
+    import vidssl.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "FRAME_CACHE", synthetic.FrameCache(0))
+    videos = synthetic.SyntheticVideos(num_videos=40, size=48, frames=12, seed=5)
+    boxed = [videos.render(i, range(12)) for i in range(40)]  # every motion and shape
+    monkeypatch.setattr(synthetic, "OBJECT_EXTENT", 1e6)  # the box is the whole frame
+    for i in range(40):
+        assert torch.equal(videos.render(i, range(12)), boxed[i])
+    corners = np.array([[0.8, 0.8], [-0.8, 0.8]]) @ np.array([[1, 1], [-1, 1]]) / math.sqrt(2)  # turned 45°
+    assert np.abs(corners).max() < synthetic.OBJECT_EXTENT

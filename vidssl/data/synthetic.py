@@ -50,6 +50,9 @@ def ease_out(u: float) -> float:
     return 1.0 - (1.0 - u) ** 2
 
 
+OBJECT_EXTENT = 1.15  # every _shape_mask lies in this radius (the square's corners: 0.8 * sqrt(2))
+
+
 def _shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mask of a unit-size shape in the object's local coordinates."""
     if shape == "Circle":
@@ -242,7 +245,15 @@ class SyntheticVideos:
     @staticmethod
     def _paint(img: np.ndarray, obj: _Object, cx: float, cy: float, scale: float, angle: float,
                alpha: float, xx: np.ndarray, yy: np.ndarray) -> None:
+        """Alpha-blend ``obj`` into ``img`` (in place), on the pixels of its bounding box only: every
+        shape lies within ``OBJECT_EXTENT`` radii of its centre, whatever its rotation."""
         r = obj.radius * scale
+        reach = OBJECT_EXTENT * r
+        top, bottom = max(math.floor(cy - reach), 0), min(math.ceil(cy + reach) + 1, img.shape[0])
+        left, right = max(math.floor(cx - reach), 0), min(math.ceil(cx + reach) + 1, img.shape[1])
+        if top >= bottom or left >= right:
+            return
+        img, xx, yy = img[top:bottom, left:right], xx[top:bottom, left:right], yy[top:bottom, left:right]
         dx, dy = (xx - cx) / r, (yy - cy) / r
         c, s = math.cos(angle), math.sin(angle)
         lx, ly = c * dx + s * dy, -s * dx + c * dy

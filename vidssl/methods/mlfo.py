@@ -234,8 +234,8 @@ class MLFO(nn.Module):
         head = self.steps[level]
         long = head(whole)
 
-        def short(f: torch.Tensor) -> torch.Tensor:
-            return head(F.avg_pool3d(f, (2, 1, 1)))
+        def short(f: torch.Tensor) -> torch.Tensor:  # pooling pairs of steps commutes with the spatial mean
+            return head.embed_steps(f.mean((3, 4)).unflatten(-1, (t // 2, 2)).mean(-1))
 
         return 0.5 * (timestamp_retrieval_loss(short(f1), long, 0, self.cfg.tau)
                       + timestamp_retrieval_loss(short(f2), long, t // 2, self.cfg.tau))
