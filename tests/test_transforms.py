@@ -3,7 +3,17 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from vidssl.data.transforms import ClipAugment, EvalTransform, adjust_hue, gaussian_blur, resized_crop_params
+from vidssl.data.transforms import (
+    ClipAugment,
+    EvalTransform,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    gaussian_blur,
+    resized_crop,
+    resized_crop_params,
+)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -91,3 +101,20 @@ def test_adjust_hue_matches_torchvision():
         ours8, expected8 = adjust_hue(x8, factor), TF.adjust_hue(x8, factor)
         assert ours8.dtype == torch.uint8 and (ours8.int() - expected8.int()).abs().max() <= 1
         assert (ours8 != expected8).float().mean() < 0.01
+
+
+def test_colour_operations_and_crop_equal_torchvision_exactly():
+    """The loader's own uint8 brightness, contrast, saturation and resized crop are torchvision's
+    arithmetic without its dispatch: the same bytes."""
+    g = gen(4)
+    for _ in range(20):
+        x = (torch.rand(3, 3, 21, 26, generator=g) * 255).to(torch.uint8)
+        x[0, :, :5] = x[0, :1, :5]  # grey pixels
+        factor = float(torch.rand((), generator=g)) * 1.6
+        assert torch.equal(adjust_brightness(x, factor), TF.adjust_brightness(x, factor))
+        assert torch.equal(adjust_contrast(x, factor), TF.adjust_contrast(x, factor))
+        assert torch.equal(adjust_saturation(x, factor), TF.adjust_saturation(x, factor))
+        top, left, h, w = resized_crop_params(21, 26, (0.2, 1.0), (3 / 4, 4 / 3), g)
+        for size in (16, 32, h):
+            expected = TF.resized_crop(x, top, left, h, w, [size, size], antialias=True)
+            assert torch.equal(resized_crop(x, top, left, h, w, size), expected)

@@ -10,10 +10,12 @@ Given the same generator state the output is identical: augmentation is determin
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as NF
 import torchvision.transforms.v2.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,9 +76,9 @@ class ColorJitterParams:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         ops = (
-            lambda t: F.adjust_brightness(t, self.brightness),
-            lambda t: F.adjust_contrast(t, self.contrast),
-            lambda t: F.adjust_saturation(t, self.saturation),
+            lambda t: adjust_brightness(t, self.brightness),
+            lambda t: adjust_contrast(t, self.contrast),
+            lambda t: adjust_saturation(t, self.saturation),
             lambda t: adjust_hue(t, self.hue),
         )
         for i in self.order:
@@ -84,11 +86,56 @@ class ColorJitterParams:
         return x
 
 
+@functools.lru_cache(maxsize=16)
+def _channel_constants(values: tuple[float, ...]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
+
+
 def normalize(clip_uint8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    x = clip_uint8.float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
-    return (x - m) / s
+    return (clip_uint8.float().div_(255.0) - _channel_constants(tuple(mean))) / _channel_constants(tuple(std))
+
+
+# The loader's per-view operations at 32 px cost their number, not their size: the colour operations
+# below are torchvision's uint8 arithmetic (the same float32 operations, so the same results)
+# without its dispatch layers, and the hue shift a closed form. Tests compare each with torchvision.
+
+
+def resized_crop(clip: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+    """torchvision's ``resized_crop(..., antialias=True)`` of a uint8 clip ``(T, C, H, W)`` to
+    ``size x size``: bilinear, antialiased, on uint8 directly (as torchvision on CPU)."""
+    x = clip[..., top:top + height, left:left + width]
+    if (height, width) == (size, size):
+        return x
+    return NF.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)
+
+
+def _grey_level(image: torch.Tensor) -> torch.Tensor:
+    """torchvision's luma of uint8 RGB images as a floored float ``(..., 1, H, W)``."""
+    r, g, b = image.unbind(-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-3)
+
+
+def _blend(image: torch.Tensor, other: torch.Tensor, ratio: float) -> torch.Tensor:
+    """torchvision's uint8 blend ``ratio * image + (1 - ratio) * other``, clamped and truncated."""
+    return image.mul(ratio).add_(other, alpha=1.0 - ratio).clamp_(0, 255).to(torch.uint8)
+
+
+def adjust_brightness(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """torchvision's ``adjust_brightness`` of uint8 RGB images."""
+    return image.mul(factor).clamp_(0, 255).to(torch.uint8)
+
+
+def adjust_contrast(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """torchvision's ``adjust_contrast`` of uint8 RGB images: a blend with each image's mean grey."""
+    return _blend(image, _grey_level(image).mean((-3, -2, -1), keepdim=True), factor)
+
+
+def adjust_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """torchvision's ``adjust_saturation`` of uint8 RGB images: a blend with the grey image."""
+    return _blend(image, _grey_level(image), factor)
+
+
+_CHANNEL_PHASES = (5.0, 3.0, 1.0)  # n of the HSV -> RGB closed form for R, G, B
 
 
 def adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
@@ -98,16 +145,15 @@ def adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
     ``v - c * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6`` and ``n = 5, 3, 1`` for R,
     G, B (the closed form of HSV -> RGB): far fewer operations than torchvision's round trip
     through HSV, which dominated the loader at 32 px."""
-    x = F.to_dtype(image, torch.float32, scale=True)
+    x = image if image.is_floating_point() else image.float().mul_(1.0 / 255)
     r, g, b = x.unbind(-3)
     v = x.amax(-3)
     c = v - x.amin(-3)
-    safe = torch.where(c > 0, c, torch.ones_like(c))
+    safe = torch.where(c > 0, c, 1.0)
     h6 = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    h6 = torch.remainder(h6 + 6 * factor, 6).unsqueeze(-3)
-    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype).view(3, 1, 1) + h6, 6)
+    k = torch.remainder(_channel_constants(_CHANNEL_PHASES) + (h6 + 6 * factor).unsqueeze(-3), 6)
     out = v.unsqueeze(-3) - c.unsqueeze(-3) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-    return F.to_dtype(out, image.dtype, scale=True)
+    return out if image.is_floating_point() else out.mul_(256 - 1e-3).to(image.dtype)
 
 
 def gaussian_blur(image: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
@@ -160,7 +206,7 @@ class ClipAugment:
         if clip.ndim != 4 or clip.shape[1] != 3 or clip.dtype != torch.uint8:
             raise ValueError(f"expected a (T, 3, H, W) uint8 clip, got {tuple(clip.shape)} {clip.dtype}")
         top, left, h, w = resized_crop_params(clip.shape[-2], clip.shape[-1], self.scale, self.ratio, g)
-        x = F.resized_crop(clip, top, left, h, w, [self.size, self.size], antialias=True)
+        x = resized_crop(clip, top, left, h, w, self.size)
         if self.per_frame_jitter:
             frames = []
             for frame in x:
