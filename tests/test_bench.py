@@ -67,6 +67,32 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
 
 
+def test_bare_step_times_the_given_backbone_passes():
+    """With --compile the bound runs the compiled passes: bare_step must call the given forwards
+    (same inputs, gradient only where the method had it) and step the optimizer."""
+    import torch
+
+    from vidssl.bench.speed import bare_step
+    from vidssl.models.backbones import Backbone
+
+    online, frozen = Backbone("tiny2d"), Backbone("tiny2d")
+    x = torch.randn(2, 3, 16, 16)
+    seen = []
+
+    def forward_of(bb: Backbone):
+        def forward(inp: torch.Tensor) -> dict[str, torch.Tensor]:
+            seen.append((bb, torch.is_grad_enabled()))
+            return bb.forward_levels(inp)
+        return forward
+
+    before = [p.clone() for p in online.parameters()]
+    optimizer = torch.optim.SGD(online.parameters(), lr=0.1)
+    bare_step([(online, x, True), (frozen, x, False)], optimizer, torch.autocast("cpu", enabled=False),
+              {bb: forward_of(bb) for bb in (online, frozen)})
+    assert seen == [(online, True), (frozen, False)]
+    assert any(not torch.equal(a, b) for a, b in zip(before, online.parameters(), strict=True))
+
+
 def test_bench_cli_passes_the_budget_by_name(monkeypatch, capsys):
     from vidssl.cli import main
 

@@ -128,3 +128,13 @@ def test_parallel_heads_load_the_per_head_checkpoints_of_earlier_versions():
     x = torch.randn(3, 6)
     for i, name in enumerate(names):
         assert torch.allclose(new.heads(x)[:, i], old.heads[name](x), atol=1e-6)
+
+
+def test_queue_snapshot_is_a_copy_of_the_keys():
+    from vidssl.modules.queue import KeyQueue
+
+    queue = KeyQueue(8, 4)
+    snapshot = queue.snapshot()
+    assert torch.equal(snapshot, queue.keys) and snapshot.data_ptr() != queue.keys.data_ptr()
+    queue.enqueue(torch.ones(2, 4), gather=False)
+    assert not torch.equal(snapshot, queue.keys)  # the loss's copy keeps this step's keys

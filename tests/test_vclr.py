@@ -103,3 +103,20 @@ def test_pretrain_vclr_on_a_ucf101_layout(ucf_dir, tmp_path):
     assert main(args) == 0
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["method"] == "vclr" and state["step"] == 2 and "video_queue.keys" in state["model"]
+
+
+@pytest.mark.slow
+def test_vclr_trains_under_torch_compile():
+    """The queues are updated in place before backward: a compiled graph must not save their
+    buffers for the backward pass (inductor did, through `keys.clone().detach()`, and the backward
+    failed on a modified buffer); `KeyQueue.snapshot` copies them outside the graph."""
+    torch.manual_seed(0)
+    model = VCLR(VCLRConfig(queue_size=16, video_queue_size=8, head_hidden=16, head_dim=8), Backbone("tiny2d")).train()
+    views = [torch.randn(4, 3, 16, 16) for _ in range(7)]
+    info = {"anchor_last": torch.tensor([0, 1, 0, 1])}
+    compiled = torch.compile(model)
+    for step in range(2):  # the second step's backward reads the queues the first step changed
+        before = model.queue.keys.clone()
+        loss, _ = compiled(views, info, torch.Generator().manual_seed(step))
+        loss.backward()
+        assert torch.isfinite(loss) and not torch.equal(model.queue.keys, before)

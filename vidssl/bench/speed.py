@@ -14,7 +14,7 @@
   method measured in a fresh process.
 
 GPU variants (bf16 autocast, channels-last, ``torch.compile``) are options; every row records the
-device name.
+device name. With ``torch.compile`` the bound's backbone passes are compiled as well.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,13 @@ class BackboneRecorder:
 
 
 def bare_step(calls: list[tuple[Backbone, torch.Tensor, bool]], optimizer: torch.optim.Optimizer,
-              autocast: contextlib.AbstractContextManager) -> None:
-    """The bare-backbone bound of a step: the same backbone passes, a mean as the loss."""
+              autocast: contextlib.AbstractContextManager, forwards: dict[Backbone, Callable] | None = None) -> None:
+    """The bare-backbone bound of a step: the same backbone passes, a mean as the loss.
+    ``forwards``: each backbone's pass to time instead of its ``forward_levels`` (compiled ones)."""
     loss = None
     for bb, x, grad in calls:
         with torch.set_grad_enabled(grad), autocast:
-            out = bb.forward_levels(x)["high"].float().mean()
+            out = (forwards[bb] if forwards else bb.forward_levels)(x)["high"].float().mean()
         if grad:
             loss = out if loss is None else loss + out
     if loss is not None:
@@ -128,6 +130,9 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     backbone_params = [p for bb in recorder.backbones for p in bb.parameters() if p.requires_grad]
     bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
                                      cfg.optim.momentum, cfg.optim.weight_decay)
+    # with --compile the bound's backbone passes are compiled too: otherwise the ratio compares
+    # compiled against eager code
+    bare_forwards = {bb: torch.compile(bb.forward_levels) for bb in recorder.backbones} if s.compile else None
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
@@ -146,7 +151,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(3):  # warm-up (and compilation)
         method_step(i)
-        bare_step(calls, bare_optimizer, autocast())
+        bare_step(calls, bare_optimizer, autocast(), bare_forwards)
     method_times, bare_times = [], []
     for i in range(s.steps):  # alternate, so that machine noise hits both alike
         _sync(device)
@@ -154,7 +159,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         method_step(100 + i)
         _sync(device)
         t1 = time.perf_counter()
-        bare_step(calls, bare_optimizer, autocast())
+        bare_step(calls, bare_optimizer, autocast(), bare_forwards)
         _sync(device)
         method_times.append(t1 - t0)
         bare_times.append(time.perf_counter() - t1)

@@ -63,6 +63,6 @@ class MoCoV2(nn.Module):
             hk = shuffle_bn_forward(self.encoder_k.backbone, view_k, self.distributed, self.cfg.shuffle_bn_splits,
                                     generator)
             k = self.encoder_k.project(hk)[:, 0]
-        loss = info_nce(q, k, self.queue.keys.clone().detach(), self.cfg.tau)
+        loss = info_nce(q, k, self.queue.snapshot(), self.cfg.tau)
         self.queue.enqueue(k, gather=self.distributed)
         return loss, {"infonce": loss}

@@ -99,7 +99,7 @@ class SeCo(nn.Module):
             hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat([anchor_k, frame2, frame3]),
                                     self.distributed, self.cfg.shuffle_bn_splits, generator)
             k = {name: z.chunk(3) for name, z in self.encoder_k.split(self.encoder_k.project(hk)).items()}
-        parts = {"inter": seco_inter_loss(q["inter"], k["inter"], self.queue.keys.clone().detach(), self.cfg.tau)}
+        parts = {"inter": seco_inter_loss(q["inter"], k["inter"], self.queue.snapshot(), self.cfg.tau)}
         if "intra" in q:
             parts["intra"] = seco_intra_loss(q["intra"], k["intra"][0], k["intra"][1:], self.cfg.tau)
         if "order" in q:

@@ -171,7 +171,7 @@ class VCLR(nn.Module):
                 k["video"] = heads_k.video_embedding(hk[: b * n].view(b, n, -1))
         parts: dict[str, torch.Tensor] = {}
         if "video" in q:
-            parts["video"] = info_nce(q["video"], k["video"], self.video_queue.keys.clone().detach(), self.cfg.tau)
+            parts["video"] = info_nce(q["video"], k["video"], self.video_queue.snapshot(), self.cfg.tau)
         if "inter" in q or "intra" in q:
             last = info["anchor_last"].bool()
             anchor_idx = torch.where(last, n - 1, 0)
@@ -185,7 +185,7 @@ class VCLR(nn.Module):
                 same = k_anchor[name]
                 other = [k[name][rows, others[:, j]] for j in range(n - 1)]
                 if name == "inter":
-                    parts["inter"] = seco_inter_loss(query, [same, *other], self.queue.keys.clone().detach(),
+                    parts["inter"] = seco_inter_loss(query, [same, *other], self.queue.snapshot(),
                                                      self.cfg.tau)
                     inter_keys = torch.cat([same, *other])
                 else:

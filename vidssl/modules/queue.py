@@ -26,6 +26,13 @@ class KeyQueue(nn.Module):
     def size(self) -> int:
         return self.keys.shape[0]
 
+    @torch.compiler.disable
+    def snapshot(self) -> torch.Tensor:
+        """A copy of the keys for this step's loss. The queue is updated in place before the
+        backward pass, so the loss must not hold the buffer itself; the copy is made outside any
+        compiled graph, which could otherwise save the buffer and redo the copy in backward."""
+        return self.keys.detach().clone()
+
     def valid(self) -> torch.Tensor:
         """The keys written so far (all of them once the ring has wrapped)."""
         return self.keys[: int(self.filled)]
