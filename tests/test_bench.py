@@ -67,6 +67,16 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
 
 
+def test_speed_bench_reports_a_failing_method_and_goes_on():
+    from vidssl.bench.speed import SpeedSettings, render_speed, run_speed
+
+    s = SpeedSettings(steps=1, loader_batches=1, workers=(0,))
+    rows = run_speed(["no_such_method", "moco"], s, isolate=False)
+    assert "error" in rows[0] and "no_such_method" in rows[0]["method"] and rows[1]["method"] == "moco"
+    text = render_speed(rows)
+    assert "| moco |" in text and "- no_such_method: failed:" in text
+
+
 def test_bare_step_times_the_given_backbone_passes():
     """With --compile the bound runs the compiled passes: bare_step must call the given forwards
     (same inputs, gradient only where the method had it) and step the optimizer."""

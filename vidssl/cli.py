@@ -182,7 +182,10 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     rows = run_speed([m.strip() for m in args.methods.split(",") if m.strip()], s)
     print("\n" + render_speed(rows))
     print(f"wrote {write_speed(rows, args.out)}")
-    return 0
+    failed = [r["method"] for r in rows if "error" in r]
+    if failed:
+        print(f"bench speed: failed: {', '.join(failed)} (the error is in the report)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -125,14 +125,15 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
     model.train()
     optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
-    step_fn = torch.compile(model) if s.compile else model
+    step_fn = torch.compile(model, dynamic=False) if s.compile else model  # the batch shape is fixed
     recorder = BackboneRecorder(model)
     backbone_params = [p for bb in recorder.backbones for p in bb.parameters() if p.requires_grad]
     bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
                                      cfg.optim.momentum, cfg.optim.weight_decay)
     # with --compile the bound's backbone passes are compiled too: otherwise the ratio compares
     # compiled against eager code
-    bare_forwards = {bb: torch.compile(bb.forward_levels) for bb in recorder.backbones} if s.compile else None
+    bare_forwards = ({bb: torch.compile(bb.forward_levels, dynamic=False) for bb in recorder.backbones}
+                     if s.compile else None)
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
@@ -192,35 +193,45 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
             "default_workers": cfg.data.num_workers, "peak_bytes": peak, "settings": asdict(s)}
 
 
-def _child(method_name: str, s: SpeedSettings, queue) -> None:
+def _measure_or_error(method_name: str, s: SpeedSettings) -> dict:
     try:
-        queue.put(measure_method(method_name, s))
-    except Exception as exc:  # reported by the parent, with the method named
-        queue.put({"method": method_name, "error": f"{type(exc).__name__}: {exc}"})
+        return measure_method(method_name, s)
+    except Exception as exc:  # reported with the method named; the other methods still run
+        return {"method": method_name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _child(method_name: str, s: SpeedSettings, queue) -> None:
+    queue.put(_measure_or_error(method_name, s))
 
 
 def run_speed(methods: list[str], s: SpeedSettings, isolate: bool = True) -> list[dict]:
-    """Each method in a fresh process (so peak RSS is its own) unless ``isolate`` is False."""
+    """Each method in a fresh process (so peak RSS is its own) unless ``isolate`` is False. A method
+    that fails is reported (a row ``{"method", "error"}``) and the others still run."""
     rows = []
     for name in methods:
-        if not isolate:
-            rows.append(measure_method(name, s))
-            continue
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(name, s, queue))
-        proc.start()
-        row = queue.get()
-        proc.join()
-        if "error" in row:
-            raise RuntimeError(f"bench speed: {name}: {row['error']}")
+        if isolate:
+            ctx = multiprocessing.get_context("spawn")
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_child, args=(name, s, queue))
+            proc.start()
+            row = queue.get()
+            proc.join()
+        else:
+            row = _measure_or_error(name, s)
         rows.append(row)
+        if "error" in row:
+            print(f"[speed] {name}: FAILED: {row['error']}", flush=True)
+            continue
         print(f"[speed] {name}: {row['step_s'] * 1000:.0f} ms/step, bare {row['bare_s'] * 1000:.0f} ms, "
               f"overhead {row['overhead']:.2f}x", flush=True)
     return rows
 
 
 def render_speed(rows: list[dict]) -> str:
+    failed = [f"- {r['method']}: failed: {r['error']}" for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
+    if not rows:
+        return "\n".join(failed) + "\n"
     workers = sorted({w for r in rows for w in r["loader_batches_per_s"]}, key=int)
     lines = [f"Device: {rows[0]['device']}; laptop configs; {rows[0]['settings']['steps']} timed steps, medians; "
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
@@ -239,7 +250,7 @@ def render_speed(rows: list[dict]) -> str:
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
                      + f" | {keeps_up} ({r['default_workers']}w) | {r['peak_bytes'] / 2**20:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + failed if failed else [])) + "\n"
 
 
 def write_speed(rows: list[dict], out: str | Path) -> Path:
