@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.engine.config import load_config
+from vidssl.losses.contrastive import info_nce
 from vidssl.losses.mlfo import graph_loss, graph_targets, instance_loss, sinkhorn, timestamp_retrieval_loss
 from vidssl.methods.mlfo import MLFO, MLFOConfig
 from vidssl.models.backbones import Backbone
@@ -178,6 +179,26 @@ def test_retrieval_pools_pairs_of_steps_like_avg_pool3d():
     expected = 0.5 * (timestamp_retrieval_loss(head(F.avg_pool3d(f1, (2, 1, 1))), long, 0, model.cfg.tau)
                       + timestamp_retrieval_loss(head(F.avg_pool3d(f2, (2, 1, 1))), long, 2, model.cfg.tau))
     assert torch.allclose(model.retrieval_loss("low", f1, f2, whole), expected, atol=1e-6)
+
+
+def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
+    """MLFO draws every temporal order up front (outside compiled graphs); the L_aug terms must be
+    eq. 11-12 on the orders a generator gives in that sequence."""
+    torch.manual_seed(0)
+    model = MLFO(MLFOConfig(**SMALL, temporal_levels=["low", "mid"]), Backbone("tiny3d")).train()
+    model.set_epoch(3, 4)
+    clips = [torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    _, parts = model(clips, {}, torch.Generator().manual_seed(7))
+    maps = model.encoder.forward_levels(torch.cat(clips))
+    g = torch.Generator().manual_seed(7)
+    for lv in ("low", "mid"):
+        f1, f2 = maps[lv][:2], maps[lv][2:4]
+        t = f1.shape[2]
+        orders = [[None] + [time_order(a, t, g) for a in ("reverse", "shuffle")] for _ in range(2)]
+        e1, e2 = model.motion[lv].reordered(f1, orders[0]), model.motion[lv].reordered(f2, orders[1])
+        expected = (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], model.cfg.tau)
+                    + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], model.cfg.tau))
+        assert torch.allclose(parts[f"aug_{lv}"], model.cfg.aug_weight * expected, atol=1e-5)
 
 
 def test_time_shuffle_never_returns_the_original_order():

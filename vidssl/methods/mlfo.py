@@ -198,8 +198,9 @@ class MLFO(nn.Module):
                                                                        self_index, cfg.tau)
 
         if cfg.temporal == "feature":
-            for lv in cfg.temporal_levels:
-                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, maps[lv][0], maps[lv][1], generator)
+            orders = self.time_orders([maps[lv][0].shape[2] for lv in cfg.temporal_levels], generator)
+            for lv, (orders1, orders2) in zip(cfg.temporal_levels, orders, strict=True):
+                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, maps[lv][0], maps[lv][1], orders1, orders2)
             for lv in cfg.retrieval_levels:
                 parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, maps[lv][0], maps[lv][1], maps[lv][2])
         elif cfg.temporal == "input":
@@ -209,16 +210,20 @@ class MLFO(nn.Module):
             parts["aug_input"] = cfg.aug_weight * (info_nce(z1, z2, neg1, cfg.tau) + info_nce(z2, z1, neg2, cfg.tau))
         return sum(parts.values()), parts
 
-    def motion_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor,
-                    generator: torch.Generator | None) -> torch.Tensor:
+    @torch.compiler.disable
+    def time_orders(self, steps: list[int], generator: torch.Generator | None) -> list[tuple[list, list]]:
+        """For each temporal level (its number of time steps), the orders of clip 1 and of clip 2:
+        ``None`` (as it is), then each ``Aug_k`` of eq. 12, drawn level after level, clip 1 first.
+        Outside compiled graphs: the draws use a generator and a data-dependent check."""
+        augs = self.cfg.temporal_augs
+        return [tuple([None] + [time_order(a, t, generator) for a in augs] for _ in range(2)) for t in steps]
+
+    def motion_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor, orders1: list, orders2: list) -> torch.Tensor:
         """L_aug (eq. 11-12) at one level: ME(f^1) and ME(f^2) are positives; the branch applied to
-        each temporal transformation of the anchor's own map are its negatives. Both views anchor."""
-        branch, t = self.motion[level], f1.shape[2]
-
-        def embeddings(f: torch.Tensor) -> torch.Tensor:  # (B, 1 + A, d): f itself, then each Aug_k(f)
-            return branch.reordered(f, [None] + [time_order(a, t, generator) for a in self.cfg.temporal_augs])
-
-        e1, e2 = embeddings(f1), embeddings(f2)
+        each temporal transformation of the anchor's own map (``orders1[1:]``, ``orders2[1:]``, see
+        :meth:`time_orders`) are its negatives. Both views anchor."""
+        branch = self.motion[level]
+        e1, e2 = branch.reordered(f1, orders1), branch.reordered(f2, orders2)  # (B, 1 + A, d)
         return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
                 + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))
 
