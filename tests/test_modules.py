@@ -98,7 +98,7 @@ def test_fused_optimizer_matches_the_loop():
         models[1].load_state_dict(models[0].state_dict())
         fused = build_optimizer(name, models[0], 0.1, 0.9, 1e-4)
         assert fused.defaults["fused"]
-        loop = type(fused)(param_groups_without_lars(models[1], 1e-4), lr=0.1, fused=False,
+        loop = type(fused)(param_groups(models[1], 1e-4), lr=0.1, fused=False,
                            **({"momentum": 0.9} if name == "sgd" else {}))
         for _ in range(3):
             x = torch.randn(5, 4)
@@ -108,13 +108,6 @@ def test_fused_optimizer_matches_the_loop():
                 opt.zero_grad()
         for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
             assert torch.allclose(a, b, atol=1e-6)
-
-
-def param_groups_without_lars(model: nn.Module, weight_decay: float) -> list[dict]:
-    groups = param_groups(model, weight_decay)
-    for g in groups:
-        g.pop("lars")
-    return groups
 
 
 def test_parallel_heads_load_the_per_head_checkpoints_of_earlier_versions():
@@ -131,8 +124,6 @@ def test_parallel_heads_load_the_per_head_checkpoints_of_earlier_versions():
 
 
 def test_queue_snapshot_is_a_copy_of_the_keys():
-    from vidssl.modules.queue import KeyQueue
-
     queue = KeyQueue(8, 4)
     snapshot = queue.snapshot()
     assert torch.equal(snapshot, queue.keys) and snapshot.data_ptr() != queue.keys.data_ptr()

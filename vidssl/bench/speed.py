@@ -84,13 +84,13 @@ class BackboneRecorder:
 
 
 def bare_step(calls: list[tuple[Backbone, torch.Tensor, bool]], optimizer: torch.optim.Optimizer,
-              autocast: contextlib.AbstractContextManager, forwards: dict[Backbone, Callable] | None = None) -> None:
-    """The bare-backbone bound of a step: the same backbone passes, a mean as the loss.
-    ``forwards``: each backbone's pass to time instead of its ``forward_levels`` (compiled ones)."""
+              autocast: contextlib.AbstractContextManager, forwards: dict[Backbone, Callable]) -> None:
+    """The bare-backbone bound of a step: the same backbone passes (``forwards``: each backbone's
+    ``forward_levels``, or its compiled version), a mean as the loss."""
     loss = None
     for bb, x, grad in calls:
         with torch.set_grad_enabled(grad), autocast:
-            out = (forwards[bb] if forwards else bb.forward_levels)(x)["high"].float().mean()
+            out = forwards[bb](x)["high"].float().mean()
         if grad:
             loss = out if loss is None else loss + out
     if loss is not None:
@@ -132,8 +132,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
                                      cfg.optim.momentum, cfg.optim.weight_decay)
     # with --compile the bound's backbone passes are compiled too: otherwise the ratio compares
     # compiled against eager code
-    bare_forwards = ({bb: torch.compile(bb.forward_levels, dynamic=False) for bb in recorder.backbones}
-                     if s.compile else None)
+    bare_forwards = {bb: torch.compile(bb.forward_levels, dynamic=False) if s.compile else bb.forward_levels
+                     for bb in recorder.backbones}
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")

@@ -170,7 +170,7 @@ def gaussian_blur(image: torch.Tensor, kernel: int, sigma: float) -> torch.Tenso
     if pad >= min(h, w):
         raise ValueError(f"blur kernel {kernel} is too large for a {h}x{w} image")
     for dim, padding in ((-1, [pad, pad, 0, 0]), (-2, [0, 0, pad, pad])):  # along the width, then the height
-        y = torch.nn.functional.pad(x, padding, mode="reflect")
+        y = NF.pad(x, padding, mode="reflect")
         x = y.narrow(dim, 0, image.shape[dim]) * weights[0]
         for i in range(1, kernel):
             x.add_(y.narrow(dim, i, image.shape[dim]), alpha=weights[i])

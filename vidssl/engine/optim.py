@@ -41,14 +41,17 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay (and LARS adaptation) on weights of rank >= 2 only; none on biases and norms."""
+def param_groups(model: nn.Module, weight_decay: float, lars: bool = False) -> list[dict]:
+    """Weight decay (and LARS adaptation) on weights of rank >= 2 only; none on biases and norms.
+    ``lars``: tag each group with whether :class:`LARS` adapts it (the groups of that optimizer)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "lars": True},
-            {"params": no_decay, "weight_decay": 0.0, "lars": False}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lars:
+        groups[0]["lars"], groups[1]["lars"] = True, False
+    return groups
 
 
 def fused_available(params: list[torch.Tensor]) -> bool:
@@ -61,17 +64,13 @@ def fused_available(params: list[torch.Tensor]) -> bool:
 def build_optimizer(name: str, model: nn.Module, lr: float, momentum: float,
                     weight_decay: float) -> torch.optim.Optimizer:
     """Build after the model is on its device (the fused kernels are chosen by device)."""
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, lars=name == "lars")
     fused = fused_available([p for g in groups for p in g["params"]])
     if name == "sgd":
-        for g in groups:
-            g.pop("lars")
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        for g in groups:
-            g.pop("lars")
         return torch.optim.Adam(groups, lr=lr, fused=fused)
     raise ConfigError(f"optim.name: unknown optimizer {name!r} (sgd, lars, adam)")
 
