@@ -5,7 +5,7 @@ from torch import nn
 
 from vidssl.engine.optim import build_optimizer, lr_at, param_groups
 from vidssl.models.heads import ParallelHeads, mlp
-from vidssl.modules.momentum import ema_update_, momentum_copy
+from vidssl.modules.momentum import ema_update_, momentum_copy, parameter_list
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
 
@@ -30,6 +30,18 @@ def test_ema_update_formula():
     ema_update_(target, online, 0.9)
     for b, t, o in zip(before, target.parameters(), online.parameters(), strict=True):
         assert torch.allclose(t, 0.9 * b + 0.1 * o)
+
+
+
+def test_parameter_list_is_parameters_in_order_and_updates_shared_weights_once():
+    shared = nn.Linear(3, 3, bias=False)  # a None bias, and one module registered twice
+    net = nn.Sequential(nn.Linear(2, 3), nn.Sequential(shared, nn.BatchNorm1d(3)), shared, nn.Linear(3, 1))
+    assert [id(p) for p in parameter_list(net)] == [id(p) for p in net.parameters()]
+    target = momentum_copy(net)
+    before = [p.clone() for p in target.parameters()]
+    ema_update_(target, net, 0.5)  # a parameter listed twice would be averaged twice
+    for b, t, o in zip(before, target.parameters(), net.parameters(), strict=True):
+        assert torch.allclose(t, 0.5 * b + 0.5 * o)
 
 
 def test_momentum_copy_is_frozen_and_independent():
@@ -90,6 +102,20 @@ def test_parallel_heads_are_independent_mlps():
     assert heads.weight1.abs().max() <= bound and heads.weight1.abs().max() > 0.8 * bound
     assert heads.bias1.ndim == heads.bias2.ndim == 1  # biases stay out of weight decay (ndim < 2)
 
+
+
+def test_parallel_heads_subsets_compute_only_their_heads():
+    torch.manual_seed(0)
+    heads = ParallelHeads(["inter", "intra", "order"], 6, 5, 4)
+    x = torch.randn(7, 6)
+    out = heads(x)
+    for names, cols in ((["intra", "order"], [1, 2]), (["order", "inter"], [2, 0]), (["intra"], [1])):
+        sub = heads(x, names)  # adjacent heads (weight views) and a reordered, non-adjacent pair (copies)
+        assert sub.shape == (7, len(names), 4) and torch.allclose(sub, out[:, cols], atol=1e-6)
+        heads.zero_grad()
+        sub.sum().backward()
+        used = heads.weight2.grad.flatten(1).abs().sum(1) > 0
+        assert used.tolist() == [i in cols for i in range(3)]  # gradient only into the heads it ran
 
 def test_fused_optimizer_matches_the_loop():
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
     """
     q, k = query.float(), positive.float()
     pos = (q * k).sum(-1, keepdim=True)
-    neg = q @ negatives.float().T if negatives.ndim == 2 else torch.einsum("nd,nmd->nm", q, negatives.float())
+    neg = q @ negatives.float().T if negatives.ndim == 2 else torch.bmm(negatives.float(), q[:, :, None])[..., 0]
     logits = torch.cat([pos, neg], dim=1) / tau
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 

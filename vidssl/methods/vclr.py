@@ -94,24 +94,18 @@ class VCLRHeads(nn.Module):
         self.frame = ParallelHeads(names, in_dim, cfg.head_hidden, cfg.head_dim) if names else None
         self.video = mlp([in_dim, cfg.head_hidden, cfg.head_dim]) if "video" in cfg.losses else None
 
-    def frames(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Backbone features ``(..., D)`` → normalised ``(..., d)`` per frame head."""
+    def frames(self, h: torch.Tensor, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Backbone features ``(..., D)`` → normalised ``(..., d)`` per frame head (``names``:
+        a subset of the frame heads, computed alone)."""
         if self.frame is None:
             return {}
-        z = F.normalize(self.frame(h.reshape(-1, h.shape[-1])), dim=-1)
-        return {name: z[:, i].view(*h.shape[:-1], -1) for i, name in enumerate(self.frame.names)}
+        names = list(self.frame.names) if names is None else names
+        z = F.normalize(self.frame(h.reshape(-1, h.shape[-1]), names), dim=-1)
+        return {name: z[:, i].view(*h.shape[:-1], -1) for i, name in enumerate(names)}
 
     def video_embedding(self, h: torch.Tensor) -> torch.Tensor:
         """A tuple's features ``(B, N, D)`` → its normalised video embedding ``(B, d)``."""
         return F.normalize(self.video(h.mean(1)), dim=-1)
-
-    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``h``: a tuple's backbone features ``(B, N, D)`` → normalised ``(B, N, d)`` per frame
-        head and ``(B, d)`` for the video head."""
-        out = self.frames(h)
-        if self.video is not None:
-            out["video"] = self.video_embedding(h)
-        return out
 
 
 class VCLREncoder(nn.Module):
@@ -158,7 +152,8 @@ class VCLR(nn.Module):
         query_tuple = torch.stack(views[:n], 1)  # (B, N, ...)
         key_inputs = torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]])  # (B*N + B, ...)
         hq = self.backbone(query_tuple.flatten(0, 1)).view(b, n, -1)
-        q = self.encoder_q.heads(hq)
+        heads_q = self.encoder_q.heads
+        losses = self.cfg.losses
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
             hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, self.distributed,
@@ -170,33 +165,31 @@ class VCLR(nn.Module):
             if heads_k.video is not None:
                 k["video"] = heads_k.video_embedding(hk[: b * n].view(b, n, -1))
         parts: dict[str, torch.Tensor] = {}
-        if "video" in q:
-            parts["video"] = info_nce(q["video"], k["video"], self.video_queue.snapshot(), self.cfg.tau)
-        if "inter" in q or "intra" in q:
+        if "video" in losses:
+            parts["video"] = info_nce(heads_q.video_embedding(hq), k["video"], self.video_queue.snapshot(),
+                                      self.cfg.tau)
+        contrast = [name for name in ("inter", "intra") if name in losses]
+        if contrast:
             last = info["anchor_last"].bool()
             anchor_idx = torch.where(last, n - 1, 0)
             rows = torch.arange(b, device=anchor_idx.device)
             # the other segments, in temporal order, without the anchor's
             others = torch.stack([torch.where(last, j, j + 1) for j in range(n - 1)], 1)
-            for name in ("inter", "intra"):
-                if name not in q:
-                    continue
-                query = q[name][rows, anchor_idx]
-                same = k_anchor[name]
-                other = [k[name][rows, others[:, j]] for j in range(n - 1)]
-                if name == "inter":
-                    parts["inter"] = seco_inter_loss(query, [same, *other], self.queue.snapshot(),
-                                                     self.cfg.tau)
-                    inter_keys = torch.cat([same, *other])
-                else:
-                    parts["intra"] = seco_intra_loss(query, same, other, self.cfg.tau)
-        if "order" in q:
-            q_tuple, q_flag = shuffle_tuples(q["order"], generator)
+            query = heads_q.frames(hq[rows, anchor_idx], contrast)  # the frame losses' query: the anchor's
+            other = {name: [k[name][rows, others[:, j]] for j in range(n - 1)] for name in contrast}
+            if "inter" in contrast:  # positives: the anchor's second view and the other segments' frames
+                inter_keys = torch.cat([k_anchor["inter"], *other["inter"]])
+                parts["inter"] = seco_inter_loss(query["inter"], [k_anchor["inter"], *other["inter"]],
+                                                 self.queue.snapshot(), self.cfg.tau)
+            if "intra" in contrast:
+                parts["intra"] = seco_intra_loss(query["intra"], k_anchor["intra"], other["intra"], self.cfg.tau)
+        if "order" in losses:
+            q_tuple, q_flag = shuffle_tuples(heads_q.frames(hq, ["order"])["order"], generator)
             k_tuple, k_flag = shuffle_tuples(k["order"], generator)
             logits = self.order_classifier(torch.cat([q_tuple.flatten(1), k_tuple.flatten(1)], 1))
             parts["order"] = order_cross_entropy(logits, q_flag + 2 * k_flag)
-        if "inter" in q:
+        if "inter" in losses:
             self.queue.enqueue(inter_keys, gather=self.distributed)
-        if "video" in q:
+        if "video" in losses:
             self.video_queue.enqueue(k["video"], gather=self.distributed)
         return sum(parts.values()), parts

@@ -55,7 +55,18 @@ class ParallelHeads(nn.Module):
             state_dict[f"{prefix}bias2"] = torch.cat([b2 for _, _, _, b2 in per_head])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, names: list[str] | tuple[str, ...] | None = None) -> torch.Tensor:
+        """``(M, in) -> (M, len(names), out)``: the heads ``names`` (default: all, in ``self.names``
+        order) on every row. A subset computes only its own heads."""
+        w1, b1, w2, b2 = self.weight1, self.bias1, self.weight2, self.bias2
         n = len(self.names)
-        h = F.relu(F.linear(x, self.weight1, self.bias1)).view(len(x), n, self.hidden).transpose(0, 1)
-        return torch.baddbmm(self.bias2.view(n, 1, self.out_dim), h, self.weight2).transpose(0, 1)
+        if names is not None and tuple(names) != self.names:
+            idx = [self.names.index(name) for name in names]
+            n = len(idx)
+            adjacent = idx == list(range(idx[0], idx[0] + n))
+            sel = slice(idx[0], idx[0] + n) if adjacent else idx  # a slice indexes by views, no copies
+            w1 = w1.view(-1, self.hidden, w1.shape[1])[sel].flatten(0, 1)
+            b1 = b1.view(-1, self.hidden)[sel].flatten()
+            w2, b2 = w2[sel], b2.view(-1, self.out_dim)[sel].flatten()
+        h = F.relu(F.linear(x, w1, b1)).view(len(x), n, self.hidden).transpose(0, 1)
+        return torch.baddbmm(b2.view(n, 1, self.out_dim), h, w2).transpose(0, 1)
