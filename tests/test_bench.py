@@ -60,6 +60,9 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert mlfo["backbone_calls"] == [[[12, 3, 8, 32, 32], True]]  # clip 1, clip 2 and the global clip at once
     for row in (seco, mlfo):
         assert row["step_s"] > 0 and row["bare_s"] > 0 and row["peak_bytes"] > 0 and "0" in row["loader_batches_per_s"]
+        # training with its loader at the default workers (forked), in a first epoch and a later one
+        assert row["default_workers"] == 2 and all(v > 0 for v in row["train_with_loader_steps_per_s"].values())
+        assert set(row["train_with_loader_steps_per_s"]) == {"first_pass", "cached"}
     cl = measure_method("corp_f", SpeedSettings(steps=1, loader_batches=1, workers=(0,), channels_last=True,
                                                 overrides=s.overrides))
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too

@@ -262,3 +262,24 @@ def test_checkpoints_with_separate_heads_evaluate_but_do_not_resume(tmp_path):
     again = load_config(None, SMALL + [f"train.out={tmp_path / 'again'}", "train.max_steps=3"])
     with pytest.raises(ConfigError, match="old.pt: its optimizer state does not fit"):
         train(again, resume=str(tmp_path / "old.pt"))
+
+
+def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
+    from vidssl.engine import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert threads.training_threads(0, 2) == 6 and threads.training_threads(0, 0) == 8
+    assert threads.training_threads(0, 12) == 1  # at least one
+    assert threads.training_threads(3, 2) == 3  # train.threads wins
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on this node share its cores
+    assert threads.training_threads(0, 2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user or torchrun: PyTorch's setting stays
+    assert threads.training_threads(0, 2) is None and threads.training_threads(2, 2) == 2
+    before = torch.get_num_threads()
+    with threads.intra_op_threads(1, 0) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before  # restored for whoever called train()
+    with pytest.raises(ConfigError, match=r"train.threads: must be >= 0"):
+        load_config(None, ["train.threads=-1"])

@@ -70,6 +70,9 @@ def test_frame_cache_returns_the_rendered_frames(monkeypatch):
     assert torch.equal(again[:3], first.flip(0)) and len(synthetic.FRAME_CACHE.frames) == 4
     other = synthetic.SyntheticVideos(num_videos=20, size=16, frames=8, seed=1)
     assert not torch.equal(other.render(3, [0]), first[:1])  # the key includes the seed
+    synthetic.FRAME_CACHE.clear()  # (a first epoch again, for bench speed): rendered anew, the same
+    assert not synthetic.FRAME_CACHE.frames and synthetic.FRAME_CACHE.bytes == 0
+    assert torch.equal(videos.render(3, [0, 5, 2]), first) and len(synthetic.FRAME_CACHE.frames) == 3
     monkeypatch.setattr(synthetic, "FRAME_CACHE", synthetic.FrameCache(0))  # disabled: same frames
     assert torch.equal(videos.render(3, [2, 5, 0, 1]), again)
 

@@ -10,6 +10,10 @@
   model's steps per second (goal: the loader is never the bottleneck at the default setting),
   with the built-in set's frames cached (as from the second epoch of a run: its workers persist);
   and the first pass without workers, where every frame is rendered (decoded, for files).
+- **Training with its loader.** Steps per second of loading and training together at the default
+  workers, which share the machine with the model as in a run (and with a run's intra-op threads,
+  ``vidssl.engine.threads``), as a fraction of the model alone: in the first epoch (frames
+  rendered) and in later ones (frames cached).
 - **Peak memory.** CUDA: ``max_memory_allocated`` of the step. CPU: the process's peak RSS, each
   method measured in a fresh process.
 
@@ -33,8 +37,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from vidssl.data import synthetic
+from vidssl.data.dataset import seed_worker
 from vidssl.engine.config import laptop_config, load_config
 from vidssl.engine.optim import build_optimizer
+from vidssl.engine.threads import intra_op_threads
 from vidssl.models.backbones import Backbone
 
 
@@ -114,13 +121,19 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     dataset = build_dataset(cfg)
     batch_size = cfg.train.batch_size
     batch = next(iter(DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size)))))
-    views = [v.to(device) for v in batch["views"]]
-    info = {k: v.to(device) for k, v in batch["info"].items()}
-    model = build_method(cfg, False).to(device)
+    fmt = None
     if s.channels_last:
-        fmt = torch.channels_last_3d if views[0].ndim == 5 else torch.channels_last
+        fmt = torch.channels_last_3d if batch["views"][0].ndim == 5 else torch.channels_last
+
+    def to_device(b: dict) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        vs = [v.to(device, non_blocking=True) for v in b["views"]]
+        return ([v.contiguous(memory_format=fmt) for v in vs] if fmt else vs,
+                {k: v.to(device, non_blocking=True) for k, v in b["info"].items()})
+
+    views, info = to_device(batch)
+    model = build_method(cfg, False).to(device)
+    if fmt:
         model = model.to(memory_format=fmt)
-        views = [v.contiguous(memory_format=fmt) for v in views]
     if hasattr(model, "set_epoch"):
         model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
     model.train()
@@ -138,9 +151,10 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
 
-    def method_step(generator_seed: int, fn: torch.nn.Module = step_fn) -> None:
+    def method_step(generator_seed: int, fn: torch.nn.Module = step_fn, batch: dict | None = None) -> None:
+        step_views, step_info = (views, info) if batch is None else to_device(batch)
         with autocast():
-            loss, _ = fn(views, info, torch.Generator().manual_seed(generator_seed))
+            loss, _ = fn(step_views, step_info, torch.Generator().manual_seed(generator_seed))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -168,29 +182,47 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     indices = list(range(batch_size * (s.loader_batches + 1)))
-    t0 = time.perf_counter()  # first pass, no workers: every frame rendered or decoded (a first epoch)
-    for _ in DataLoader(dataset, batch_size=batch_size, sampler=indices[batch_size:]):
-        pass
-    first_pass = s.loader_batches / (time.perf_counter() - t0)
-    # then with the frames cached in this process and in the workers forked from it: this process was
-    # spawned, which makes spawn its default, but a training run's workers are forked (Linux)
+    # every loader forks its workers as a training run does: this process was spawned, which makes
+    # spawn its default, but a run's workers are forked (Linux) and inherit the rendered frames
     fork = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    loader = {}
-    for workers in s.workers:
-        dl = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, persistent_workers=False,
-                        multiprocessing_context=fork if workers else None)
-        it = iter(dl)
-        next(it)  # worker start-up is not throughput
+
+    def loader(workers: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
+                          worker_init_fn=seed_worker, multiprocessing_context=fork if workers else None,
+                          pin_memory=device.type == "cuda")
+
+    def batches_per_s(workers: int, train: bool) -> float:
+        """Batches per second through a fresh loader (worker start-up and the first batch not
+        counted); with ``train`` each batch is also moved to the device and trained on."""
+        it = iter(loader(workers))
+        first = next(it)
+        if train:
+            method_step(0, batch=first)
+        _sync(device)
         t0 = time.perf_counter()
-        for _ in range(s.loader_batches):
-            next(it)
-        loader[str(workers)] = s.loader_batches / (time.perf_counter() - t0)
-        del it, dl
+        for i in range(s.loader_batches):
+            b = next(it)
+            if train:
+                method_step(1000 + i, batch=b)
+        _sync(device)
+        return s.loader_batches / (time.perf_counter() - t0)
+
+    default = cfg.data.num_workers
+    synthetic.FRAME_CACHE.clear()  # a first epoch: every frame rendered (decoded, for files)
+    first_pass = batches_per_s(0, train=False)
+    loader_rates = {str(w): batches_per_s(w, train=False) for w in s.workers}  # frames now cached
+    # training with its loader at the default workers, which share the machine with the model (and
+    # the threads a run would use): in later epochs (frames cached) and in the first
+    with intra_op_threads(cfg.train.threads, default) as train_threads:
+        train_rates = {"cached": batches_per_s(default, train=True)}
+        synthetic.FRAME_CACHE.clear()
+        train_rates["first_pass"] = batches_per_s(default, train=True)
     return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
             "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
-            "overhead": step_s / bare_s, "steps_per_s": 1.0 / step_s, "loader_batches_per_s": loader,
-            "loader_first_pass_batches_per_s": first_pass,
-            "default_workers": cfg.data.num_workers, "peak_bytes": peak, "settings": asdict(s)}
+            "overhead": step_s / bare_s, "steps_per_s": 1.0 / step_s, "loader_batches_per_s": loader_rates,
+            "loader_first_pass_batches_per_s": first_pass, "train_with_loader_steps_per_s": train_rates,
+            "train_threads": train_threads,
+            "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
 
 
 def _measure_or_error(method_name: str, s: SpeedSettings) -> dict:
@@ -239,17 +271,19 @@ def render_speed(rows: list[dict]) -> str:
              "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead | model steps/s | "
              "loader first pass 0w batches/s | "
              + " | ".join(f"loader {w}w batches/s (cached)" for w in workers) + " | loader keeps up (default workers) "
-             "| peak memory (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|"]
+             "| training with loader (threads), of model alone: first epoch / later | peak memory (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
     for r in rows:
-        rates = r["loader_batches_per_s"]
+        rates, train = r["loader_batches_per_s"], r["train_with_loader_steps_per_s"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
                      f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x | {r['steps_per_s']:.2f} | "
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
-                     + f" | {keeps_up} ({r['default_workers']}w) | {r['peak_bytes'] / 2**20:.0f} |")
+                     + f" | {keeps_up} ({r['default_workers']}w) | {train['first_pass'] / r['steps_per_s']:.0%} / "
+                     f"{train['cached'] / r['steps_per_s']:.0%} ({r['train_threads']})"
+                     f" | {r['peak_bytes'] / 2**20:.0f} |")
     return "\n".join(lines + ([""] + failed if failed else [])) + "\n"
 
 

@@ -107,6 +107,11 @@ class FrameCache:
             self.frames[key] = frame
             self.bytes += frame.nbytes
 
+    def clear(self) -> None:
+        """Forget every frame (``vidssl bench speed`` times first epochs after this)."""
+        self.frames.clear()
+        self.bytes = 0
+
 
 FRAME_CACHE = FrameCache(int(os.environ.get("VIDSSL_SYNTH_CACHE_MB", "512")) * 2**20)
 

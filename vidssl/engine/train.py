@@ -30,6 +30,7 @@ from vidssl.engine.config import Config, config_from_yaml_text
 from vidssl.engine.distributed import DistContext, setup, teardown
 from vidssl.engine.logger import RunLogger
 from vidssl.engine.optim import build_optimizer, lr_at
+from vidssl.engine.threads import intra_op_threads
 from vidssl.errors import ConfigError, VidsslError
 from vidssl.methods import METHODS
 from vidssl.models.backbones import Backbone
@@ -156,7 +157,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     """Pretrain ``cfg.method``; returns the run folder. ``resume``: a checkpoint path."""
     ctx = setup(cfg.train.device, cfg.train.dist_timeout_s)
     try:
-        return _train(cfg, ctx, resume)
+        with intra_op_threads(cfg.train.threads, cfg.data.num_workers):
+            return _train(cfg, ctx, resume)
     finally:
         teardown(ctx)
 
@@ -168,7 +170,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
         state = load_checkpoint(resume)
         saved = config_from_yaml_text(state["config"])
         saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
-        saved.data.num_workers = cfg.data.num_workers
+        saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads  # this machine's
         cfg = saved
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
@@ -202,7 +204,8 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
         logger.message(f"{cfg.method}: {len(dataset)} videos, {cfg.arch()}, global batch "
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
                        f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
-                       f"device {ctx.device}, run folder {out}" + (f", resumed at step {step}" if step else ""))
+                       f"device {ctx.device} ({torch.get_num_threads()} threads, {cfg.data.num_workers} workers), "
+                       f"run folder {out}" + (f", resumed at step {step}" if step else ""))
     _warn_queue_size(cfg, len(dataset), logger if ctx.is_main else None)
     use_amp = cfg.train.amp and ctx.device.type == "cuda"
     skipped_videos, skipped_steps = 0, 0
