@@ -273,6 +273,7 @@ def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
     assert threads.training_threads(0, 2) == 6 and threads.training_threads(0, 0) == 8
     assert threads.training_threads(0, 12) == 1  # at least one
     assert threads.training_threads(3, 2) == 3  # train.threads wins
+    assert threads.training_threads(-1, 2) is None  # PyTorch's own setting
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on this node share its cores
     assert threads.training_threads(0, 2) == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user or torchrun: PyTorch's setting stays
@@ -281,5 +282,5 @@ def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
     with threads.intra_op_threads(1, 0) as n:
         assert n == 1 == torch.get_num_threads()
     assert torch.get_num_threads() == before  # restored for whoever called train()
-    with pytest.raises(ConfigError, match=r"train.threads: must be >= 0"):
-        load_config(None, ["train.threads=-1"])
+    with pytest.raises(ConfigError, match=r"train.threads: must be >= -1"):
+        load_config(None, ["train.threads=-2"])

@@ -94,7 +94,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
     dist_timeout_s: int = 600  # a collective waiting longer (e.g. for a dead rank on another node) fails
-    threads: int = 0  # intra-op threads; 0: the cores the loader workers leave (vidssl/engine/threads.py)
+    threads: int = 0  # intra-op threads; 0: the cores the loader workers leave; -1: PyTorch's (engine/threads.py)
 
 
 @dataclass
@@ -233,8 +233,8 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         cfg.method_config().validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if cfg.train.threads < 0:
-        raise ConfigError(f"train.threads: must be >= 0 (0: automatic), got {cfg.train.threads}")
+    if cfg.train.threads < -1:
+        raise ConfigError(f"train.threads: must be >= -1 (0: automatic, -1: PyTorch's), got {cfg.train.threads}")
     return cfg
 
 

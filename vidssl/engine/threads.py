@@ -4,8 +4,10 @@ PyTorch's default is one thread per core, while each DataLoader worker (one thre
 ``seed_worker``) also wants a core. On a small machine the two then oversubscribe the cores, and
 OpenMP threads that spin waiting for each other while a worker holds their core slow the step far
 more than the lost thread would: on 2 cores with 2 workers, SeCo trains at 13 steps/s with one
-thread against 7 with two (docs/benchmarks.md). So by default the process gets the cores its
-workers leave, at least one.
+thread against 7 with two. So by default (``train.threads: 0``) the process gets the cores its
+workers leave, at least one. Where the model, not the loader, needs the cores (the clip methods'
+laptop configs: a light loader beside a 3D network), ``train.threads: -1`` keeps PyTorch's
+setting; docs/benchmarks.md has the measurements.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ def available_cores() -> int:
 
 
 def training_threads(configured: int, num_workers: int) -> int | None:
-    """The intra-op threads for a run: ``configured`` when positive; ``None`` (PyTorch's setting)
-    when ``OMP_NUM_THREADS`` is set (as torchrun does for several processes per node); otherwise
-    this process's share of the cores (``LOCAL_WORLD_SIZE`` processes per node) less its loader
-    workers, at least one."""
+    """The intra-op threads for a run (``train.threads``): ``configured`` when positive; ``None``
+    (PyTorch's own setting: ``OMP_NUM_THREADS``, else one per core) when it is -1, or when it is 0
+    (automatic) and ``OMP_NUM_THREADS`` is set (as torchrun does for several processes per node);
+    otherwise, for 0, this process's share of the cores (``LOCAL_WORLD_SIZE`` processes per node)
+    less its loader workers, at least one."""
     if configured > 0:
         return configured
-    if os.environ.get("OMP_NUM_THREADS"):
+    if configured < 0 or os.environ.get("OMP_NUM_THREADS"):
         return None
     per_process = available_cores() // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
     return max(per_process - num_workers, 1)
