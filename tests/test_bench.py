@@ -63,6 +63,8 @@ def test_speed_bench_replays_the_methods_backbone_passes():
         # training with its loader at the default workers (forked), in a first epoch and a later one
         assert row["default_workers"] == 2 and all(v > 0 for v in row["train_with_loader_steps_per_s"].values())
         assert set(row["train_with_loader_steps_per_s"]) == {"first_pass", "cached"}
+        low, high = row["overhead_quartiles"]
+        assert low <= row["overhead"] <= high  # the median of the per-step ratios, within its quartiles
     cl = measure_method("corp_f", SpeedSettings(steps=1, loader_batches=1, workers=(0,), channels_last=True,
                                                 overrides=s.overrides))
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too

@@ -4,8 +4,10 @@
   its *bare-backbone bound*: the very backbone passes the method made in that step (recorded by
   wrapping every backbone's ``forward_levels``: the same inputs, with gradient where the method had
   it), reduced by a mean instead of heads, queues and losses, then backward and the same optimizer
-  step on the backbone. Both are timed alternately in one process on the same batch; the ratio of
-  medians is the overhead (goal: <= 1.15).
+  step on the backbone. Both are timed alternately in one process on the same batch; the overhead
+  is the median over the timed steps of each step's ratio to the bound timed right after it (the
+  pairs share the machine's state, which on a shared VM drifts within seconds), reported with the
+  quartiles of those ratios (goal: <= 1.15).
 - **Loader.** Batches per second of the method's DataLoader with 0, 1 and 2 workers against the
   model's steps per second (goal: the loader is never the bottleneck at the default setting),
   with the built-in set's frames cached (as from the second epoch of a run: its workers persist);
@@ -179,6 +181,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         method_times.append(t1 - t0)
         bare_times.append(time.perf_counter() - t1)
     step_s, bare_s = statistics.median(method_times), statistics.median(bare_times)
+    ratios = [m / b for m, b in zip(method_times, bare_times, strict=True)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     indices = list(range(batch_size * (s.loader_batches + 1)))
@@ -219,7 +223,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         train_rates["first_pass"] = batches_per_s(default, train=True)
     return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
             "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
-            "overhead": step_s / bare_s, "steps_per_s": 1.0 / step_s, "loader_batches_per_s": loader_rates,
+            "overhead": quartiles[1], "overhead_quartiles": [quartiles[0], quartiles[2]], "steps_per_s": 1.0 / step_s,
+            "loader_batches_per_s": loader_rates,
             "loader_first_pass_batches_per_s": first_pass, "train_with_loader_steps_per_s": train_rates,
             "train_threads": train_threads,
             "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
@@ -268,17 +273,18 @@ def render_speed(rows: list[dict]) -> str:
     lines = [f"Device: {rows[0]['device']}; laptop configs; {rows[0]['settings']['steps']} timed steps, medians; "
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
              f"compile={rows[0]['settings']['compile']}.", "",
-             "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead | model steps/s | "
+             "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead (quartiles) | model steps/s | "
              "loader first pass 0w batches/s | "
              + " | ".join(f"loader {w}w batches/s (cached)" for w in workers) + " | loader keeps up (default workers) "
              "| training with loader (threads), of model alone: first epoch / later | peak memory (MB) |",
              "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
     for r in rows:
         rates, train = r["loader_batches_per_s"], r["train_with_loader_steps_per_s"]
+        q1, q3 = r["overhead_quartiles"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
-                     f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x | {r['steps_per_s']:.2f} | "
+                     f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x ({q1:.2f}-{q3:.2f}) | {r['steps_per_s']:.2f} | "
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
                      + f" | {keeps_up} ({r['default_workers']}w) | {train['first_pass'] / r['steps_per_s']:.0%} / "
