@@ -32,7 +32,6 @@ def test_ema_update_formula():
         assert torch.allclose(t, 0.9 * b + 0.1 * o)
 
 
-
 def test_parameter_list_is_parameters_in_order_and_updates_shared_weights_once():
     shared = nn.Linear(3, 3, bias=False)  # a None bias, and one module registered twice
     net = nn.Sequential(nn.Linear(2, 3), nn.Sequential(shared, nn.BatchNorm1d(3)), shared, nn.Linear(3, 1))
@@ -103,7 +102,6 @@ def test_parallel_heads_are_independent_mlps():
     assert heads.bias1.ndim == heads.bias2.ndim == 1  # biases stay out of weight decay (ndim < 2)
 
 
-
 def test_parallel_heads_subsets_compute_only_their_heads():
     torch.manual_seed(0)
     heads = ParallelHeads(["inter", "intra", "order"], 6, 5, 4)
@@ -116,6 +114,7 @@ def test_parallel_heads_subsets_compute_only_their_heads():
         sub.sum().backward()
         used = heads.weight2.grad.flatten(1).abs().sum(1) > 0
         assert used.tolist() == [i in cols for i in range(3)]  # gradient only into the heads it ran
+
 
 def test_fused_optimizer_matches_the_loop():
     torch.manual_seed(0)
