@@ -137,3 +137,16 @@ def test_relation_standardisation_keeps_symmetry_and_antisymmetry():
     a_xy, a_yx = standardise(head.antisymmetric(x, y)), standardise(head.antisymmetric(y, x))
     assert torch.allclose(a_xy, -a_yx, atol=1e-5) and torch.allclose(a_xy.std(-1), torch.ones(5), atol=0.1)
     assert torch.allclose(standardise(head.symmetric(x, y)), standardise(head.symmetric(y, x)))
+
+
+def test_decoupled_order_part_is_zero_without_same_video_pairs():
+    # masked rather than selected (no host-device synchronisation): pairs of different videos add
+    # nothing and get no gradient
+    same, order = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
+    labels = torch.tensor([0, 0, 0, 0, 0, 0])
+    loss = corp_m_decoupled_loss(same, order, labels, ("order",))
+    loss.backward()
+    assert loss.item() == 0 and torch.all(order.grad == 0)
+    labels = torch.tensor([1, 2, 0, 0, 1, 0])
+    expected = F.binary_cross_entropy_with_logits(order[[0, 1, 4]], torch.tensor([1.0, 0.0, 1.0]), reduction="sum")
+    assert torch.allclose(corp_m_decoupled_loss(same, order, labels, ("order",)), expected)

@@ -113,6 +113,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def to_channels_last(model: torch.nn.Module) -> None:
+    """Channels-last for every 4-D (2D convolution) and 5-D (3D convolution) weight or buffer, each
+    in its own layout: ``nn.Module.to(memory_format=...)`` applies one layout to both, which fails on
+    a 3D network with a 2D convolution (MLFO's motion excitation)."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.dim() in (4, 5):
+            t.data = t.data.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d)
+
+
 def measure_method(method_name: str, s: SpeedSettings) -> dict:
     """Step time, bare bound, loader rates and peak memory of one method (laptop config)."""
     from vidssl.engine.train import build_dataset, build_method
@@ -135,7 +144,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     views, info = to_device(batch)
     model = build_method(cfg, False).to(device)
     if fmt:
-        model = model.to(memory_format=fmt)
+        to_channels_last(model)
     if hasattr(model, "set_epoch"):
         model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
     model.train()

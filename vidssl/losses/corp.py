@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vidssl.modules.device import host_to_device
+
 
 def nt_xent(anchors: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor, self_index: torch.Tensor,
             tau: float = 0.1) -> torch.Tensor:
@@ -13,8 +15,7 @@ def nt_xent(anchors: torch.Tensor, candidates: torch.Tensor, positive: torch.Ten
     ``candidates[positive[n]]``. With the whole (gathered) batch as candidates, that is the
     (2B-1)-way classification of the paper. Mean over anchors, float32."""
     logits = anchors.float() @ candidates.float().T / tau
-    rows = torch.arange(len(anchors), device=anchors.device)
-    logits[rows, self_index] = float("-inf")
+    logits = logits.scatter(1, self_index[:, None], float("-inf"))  # (a scalar: no host-to-device copy)
     return F.cross_entropy(logits, positive)
 
 
@@ -35,7 +36,7 @@ def corp_pair_labels(video: torch.Tensor, start: torch.Tensor) -> tuple[torch.Te
     n = len(video)
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     keep = i != j
-    i, j = i[keep].to(video.device), j[keep].to(video.device)
+    i, j = host_to_device(i[keep], video.device), host_to_device(j[keep], video.device)
     same = video[i] == video[j]
     labels = torch.where(same, torch.where(start[..., i] <= start[..., j], 1, 2), 0)
     return i, j, labels
@@ -68,7 +69,7 @@ def corp_m_decoupled_loss(same_logits: torch.Tensor, order_logits: torch.Tensor,
     total = same_logits.new_zeros((), dtype=torch.float32)
     if "contrast" in parts:
         total = total + F.binary_cross_entropy_with_logits(same_logits.float(), same_video.float(), reduction="sum")
-    if "order" in parts and same_video.any():
-        first = (labels[same_video] == 1).float()
-        total = total + F.binary_cross_entropy_with_logits(order_logits[same_video].float(), first, reduction="sum")
+    if "order" in parts:  # masked rather than selected: no host-device synchronisation
+        order = F.binary_cross_entropy_with_logits(order_logits.float(), (labels == 1).float(), reduction="none")
+        total = total + (order * same_video).sum()
     return total

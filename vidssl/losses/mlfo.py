@@ -88,9 +88,8 @@ def graph_targets(z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor, z2_a
     if kind not in GRAPH_TARGETS:
         raise ValueError(f"graph target kind must be one of {GRAPH_TARGETS}, got {kind!r}")
     n, big_n = len(z1), len(z1_all)
-    rows = torch.arange(n, device=z1.device)
     own = torch.zeros(n, big_n, dtype=torch.bool, device=z1.device)
-    own[rows, self_index] = True
+    own.scatter_(1, self_index[:, None], True)
     if kind == "onehot":
         return own.float()
     pairs = torch.stack([a.float() @ b.float().T for a in (z1, z2) for b in (z1_all, z2_all)]) / tau

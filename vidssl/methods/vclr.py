@@ -29,6 +29,7 @@ from vidssl.data.samplers import VCLRSampler
 from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
 from vidssl.models.backbones import Backbone
 from vidssl.models.heads import ParallelHeads, mlp
+from vidssl.modules.device import host_to_device
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -80,8 +81,8 @@ def shuffle_tuples(x: torch.Tensor, generator: torch.Generator | None) -> tuple[
     perms = shuffling_permutations(n)
     flags = torch.randint(0, 2, (b,), generator=generator)
     choice = perms[torch.randint(0, len(perms), (b,), generator=generator)]
-    order = torch.where(flags[:, None].bool(), choice, torch.arange(n).expand(b, n)).to(x.device)
-    return torch.gather(x, 1, order[..., None].expand_as(x)), flags.to(x.device)
+    order = host_to_device(torch.where(flags[:, None].bool(), choice, torch.arange(n).expand(b, n)), x.device)
+    return torch.gather(x, 1, order[..., None].expand_as(x)), host_to_device(flags, x.device)
 
 
 class VCLRHeads(nn.Module):

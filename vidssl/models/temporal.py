@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.models.heads import mlp
+from vidssl.modules.device import host_to_device
 
 TEMPORAL_AUGS = ("reverse", "shuffle")
 
@@ -106,7 +107,7 @@ class MotionBranch(nn.Module):
         if self.excite is None:
             pooled = [steps.mean(-1)] * len(orders)
         else:
-            index = [slice(None) if order is None else order.to(x.device) for order in orders]
+            index = [slice(None) if order is None else host_to_device(order, x.device) for order in orders]
             squeezed = self.excite.squeezed(x)
             motions = self.excite.motion(torch.cat([squeezed[:, :, o] for o in index])).chunk(len(orders))
             pooled = [(steps[:, :, o] * (1 + self.excite.attention(m))).mean(-1)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from vidssl.modules.device import host_to_device
 from vidssl.modules.distributed import all_gather_nograd, is_distributed
 
 
@@ -32,7 +33,7 @@ def shuffle_bn_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch
         unshuffled = torch.empty_like(out_all)
         unshuffled[perm] = out_all
         return unshuffled.view(world, -1, *out_all.shape[1:])[rank]
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    perm = host_to_device(torch.randperm(x.shape[0], generator=generator), x.device)
     chunks = [encoder(c) for c in x.index_select(0, perm).chunk(max(splits, 1))]  # (4x cheaper than x[perm])
     out = torch.cat(chunks)
     unshuffled = torch.empty_like(out)
