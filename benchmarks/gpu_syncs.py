@@ -55,16 +55,14 @@ def syncs_of_one_step(method_name: str, overrides: list[str]) -> collections.Cou
         frames = [f for f in traceback.extract_stack()[:-1] if "/vidssl/" in f.filename]
         where[f"{frames[-1].filename.split('/vidssl/')[-1]}:{frames[-1].lineno}" if frames else "(outside vidssl)"] += 1
 
-    warnings.showwarning = record
     torch.cuda.set_sync_debug_mode("warn")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # restores showwarning on exit
             warnings.simplefilter("always")
             warnings.showwarning = record
             step(2)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = original
     return where
 
 

@@ -179,9 +179,9 @@ class VCLR(nn.Module):
             query = heads_q.frames(hq[rows, anchor_idx], contrast)  # the frame losses' query: the anchor's
             other = {name: [k[name][rows, others[:, j]] for j in range(n - 1)] for name in contrast}
             if "inter" in contrast:  # positives: the anchor's second view and the other segments' frames
-                inter_keys = torch.cat([k_anchor["inter"], *other["inter"]])
-                parts["inter"] = seco_inter_loss(query["inter"], [k_anchor["inter"], *other["inter"]],
-                                                 self.queue.snapshot(), self.cfg.tau)
+                positives = [k_anchor["inter"], *other["inter"]]
+                inter_keys = torch.cat(positives)
+                parts["inter"] = seco_inter_loss(query["inter"], positives, self.queue.snapshot(), self.cfg.tau)
             if "intra" in contrast:
                 parts["intra"] = seco_intra_loss(query["intra"], k_anchor["intra"], other["intra"], self.cfg.tau)
         if "order" in losses:

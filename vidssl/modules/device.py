@@ -12,6 +12,6 @@ def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     queued before it (a host-device synchronisation per call, as ``benchmarks/gpu_syncs.py``
     counts). PyTorch's pinned-memory allocator keeps the source alive until the copy is done.
     Inside a compiled graph (which cannot trace ``pin_memory``) it is a plain copy."""
-    if device.type != "cuda" or t.device == device or torch.compiler.is_compiling():
+    if device.type != "cuda" or t.device.type != "cpu" or torch.compiler.is_compiling():
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)

@@ -26,7 +26,7 @@ def shuffle_bn_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch
     if is_distributed(distributed):
         world, rank = dist.get_world_size(), dist.get_rank()
         x_all = all_gather_nograd(x)
-        perm = torch.randperm(x_all.shape[0], generator=generator).to(x.device)
+        perm = host_to_device(torch.randperm(x_all.shape[0], generator=generator), x.device)
         dist.broadcast(perm, src=0)
         local = perm.view(world, -1)[rank]
         out_all = all_gather_nograd(encoder(x_all.index_select(0, local)))
