@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -42,6 +43,32 @@ def test_sinkhorn_marginals():
 def test_sinkhorn_is_stable_for_large_scores():
     q = sinkhorn(torch.tensor([[50.0, -50.0], [-50.0, 50.0], [50.0, 49.0]]), eps=0.05, iterations=3)
     assert torch.isfinite(q).all() and torch.allclose(q.sum(1), torch.ones(3))
+
+
+def test_masked_sinkhorn_is_the_problem_on_the_valid_rows():
+    """A fixed-size problem with some samples masked out: the valid rows' codes are those of the
+    problem on them alone, whatever the masked rows hold; the masked rows get zero codes."""
+    scores = unit(10, 8, seed=0) @ unit(5, 8, seed=1).T
+    valid = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
+    alone = sinkhorn(scores[valid], eps=0.05, iterations=3)
+    for junk in (0.0, 1e4, -1e4):
+        q = sinkhorn(torch.where(valid[:, None], scores, junk), eps=0.05, iterations=3, valid=valid)
+        assert torch.allclose(q[valid], alone, atol=1e-6)
+        assert torch.equal(q[~valid], torch.zeros(3, 5))
+
+
+def test_codes_use_only_the_filled_part_of_the_score_queue():
+    torch.manual_seed(0)
+    cfg = MLFOConfig(**SMALL, queue_start_epoch=1)
+    model = MLFO(cfg, Backbone("tiny3d"))
+    model.set_epoch(0, 4)
+    model(views(), {}, torch.Generator().manual_seed(0))
+    assert int(model.score_queue.filled) == 8 < model.score_queue.size  # half full
+    model.set_epoch(1, 4)
+    scores = unit(4, 6, seed=10)
+    queued = model.score_queue.keys[:8]
+    expected = sinkhorn(torch.cat([queued, scores]), cfg.sinkhorn_eps, cfg.sinkhorn_iterations)[8:]
+    assert torch.allclose(model.codes(scores), expected, atol=1e-6)
 
 
 def reference_instance_loss(z1, z2, tau):
@@ -132,19 +159,36 @@ def test_motion_excitation_sees_time_order_and_pooling_alone_does_not():
 
 
 def test_motion_branch_on_pooled_maps_equals_the_full_excited_maps():
-    """``reordered`` pools before exciting and squeezes once for every time order; the result must
-    be the branch of eq. 11 computed on each reordered, excited full map."""
+    """``reordered`` pools before exciting, squeezes once per clip for every time order and runs
+    every (clip, order) in one pass; the result must be the branch of eq. 11 computed on each
+    reordered, excited full map in its own call: the same embeddings, gradients and running
+    statistics of the expand's and the head's BatchNorms (the squeeze's advance once per clip)."""
     torch.manual_seed(0)
-    f = torch.randn(4, 32, 6, 5, 5)
+    f = torch.randn(8, 32, 6, 5, 5, requires_grad=True)  # two clips' batches of 4
     branch = MotionBranch(32, 16, 8, excitation=True, reduction=4).train()
-    orders = [None, time_order("reverse", 6), time_order("shuffle", 6, torch.Generator().manual_seed(1))]
+    reference = copy.deepcopy(branch)
+    g = torch.Generator().manual_seed(1)
+    orders = [[None, time_order("reverse", 6), time_order("shuffle", 6, g)],
+              [None, time_order("shuffle", 6, g), time_order("reverse", 6)]]
 
     def full(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(branch.head(branch.excite(x).flatten(2).mean(-1)), dim=-1)
+        return F.normalize(reference.head(reference.excite(x).flatten(2).mean(-1)), dim=-1)
 
-    expected = torch.stack([full(f if o is None else f[:, :, o]) for o in orders], dim=1)
-    assert torch.allclose(branch.reordered(f, orders), expected, atol=1e-5)
-    assert torch.allclose(branch(f), expected[:, 0], atol=1e-5)
+    expected = torch.stack([torch.stack([full(clip if o is None else clip[:, :, o]) for o in clip_orders], dim=1)
+                            for clip, clip_orders in zip(f.chunk(2), orders, strict=True)])
+    got = branch.reordered(f, orders)
+    assert got.shape == (2, 4, 3, 8)
+    assert torch.allclose(got, expected, atol=1e-5)
+    weights = torch.randn(expected.shape, generator=g)
+    grads = torch.autograd.grad((expected * weights).sum(), [f, *reference.parameters()])
+    for a, e in zip(torch.autograd.grad((got * weights).sum(), [f, *branch.parameters()]), grads, strict=True):
+        assert torch.allclose(a, e, atol=1e-5, rtol=1e-4)
+    for bn, ref in ((branch.excite.expand[1], reference.excite.expand[1]), (branch.head[1], reference.head[1])):
+        assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-6)
+        assert torch.allclose(bn.running_var, ref.running_var, atol=1e-6)
+        assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked) == 6
+    assert int(branch.excite.squeeze[1].num_batches_tracked) == 2
+    assert torch.allclose(branch(f[:4]), full(f[:4]), atol=1e-5)
 
 
 def test_motion_excitation_equals_tea_with_convolutions():
@@ -178,7 +222,7 @@ def test_retrieval_pools_pairs_of_steps_like_avg_pool3d():
     long = head(whole)
     expected = 0.5 * (timestamp_retrieval_loss(head(F.avg_pool3d(f1, (2, 1, 1))), long, 0, model.cfg.tau)
                       + timestamp_retrieval_loss(head(F.avg_pool3d(f2, (2, 1, 1))), long, 2, model.cfg.tau))
-    assert torch.allclose(model.retrieval_loss("low", f1, f2, whole), expected, atol=1e-6)
+    assert torch.allclose(model.retrieval_loss("low", torch.cat([f1, f2, whole])), expected, atol=1e-6)
 
 
 def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
@@ -195,7 +239,7 @@ def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
         f1, f2 = maps[lv][:2], maps[lv][2:4]
         t = f1.shape[2]
         orders = [[None] + [time_order(a, t, g) for a in ("reverse", "shuffle")] for _ in range(2)]
-        e1, e2 = model.motion[lv].reordered(f1, orders[0]), model.motion[lv].reordered(f2, orders[1])
+        e1, e2 = (model.motion[lv].reordered(f, [o])[0] for f, o in zip((f1, f2), orders, strict=True))
         expected = (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], model.cfg.tau)
                     + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], model.cfg.tau))
         assert torch.allclose(parts[f"aug_{lv}"], model.cfg.aug_weight * expected, atol=1e-5)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 
 from vidssl.engine.optim import build_optimizer, lr_at, param_groups
 from vidssl.models.heads import ParallelHeads, mlp
+from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
 from vidssl.modules.momentum import ema_update_, momentum_copy, parameter_list
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -15,11 +19,11 @@ def test_queue_fifo_and_wraparound():
     a = torch.arange(6.0).view(3, 2)
     q.enqueue(a, gather=False)
     assert torch.equal(q.keys[:3], a) and int(q.ptr) == 3
-    assert torch.equal(q.valid(), a)  # only what was written, before the ring is full
+    assert q.filled_mask().tolist() == [True] * 3 + [False] * 2  # only what was written, before the ring is full
     b = torch.arange(100.0, 106.0).view(3, 2)
     q.enqueue(b, gather=False)  # slots 3, 4, then wraps to 0
     assert torch.equal(q.keys[3:5], b[:2]) and torch.equal(q.keys[0], b[2])
-    assert int(q.filled) == 5 and torch.equal(q.valid(), q.keys)
+    assert int(q.filled) == 5 and bool(q.filled_mask().all())
     assert torch.equal(q.keys[1:3], a[1:]) and int(q.ptr) == 1
     assert {"keys", "ptr"} <= set(q.state_dict())
 
@@ -154,3 +158,69 @@ def test_queue_snapshot_is_a_copy_of_the_keys():
     assert torch.equal(snapshot, queue.keys) and snapshot.data_ptr() != queue.keys.data_ptr()
     queue.enqueue(torch.ones(2, 4), gather=False)
     assert not torch.equal(snapshot, queue.keys)  # the loss's copy keeps this step's keys
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.BatchNorm1d(5), (12, 5)),
+    (lambda: nn.BatchNorm1d(5, momentum=0.3), (12, 5, 4)),
+    (lambda: nn.BatchNorm1d(5, affine=False), (12, 5)),
+    (lambda: nn.BatchNorm1d(5, momentum=None), (12, 5)),
+    (lambda: nn.BatchNorm1d(5, track_running_stats=False), (12, 5)),
+    (lambda: nn.BatchNorm3d(3), (6, 3, 2, 4, 4)),
+])
+def test_batch_norm_per_group_equals_one_call_per_group(make, shape):
+    """Output, input and parameter gradients, running statistics and the batch count are those of
+    one call per group, one after another; in eval mode the groups share the running statistics."""
+    torch.manual_seed(0)
+    grouped = make()
+    if grouped.affine:
+        nn.init.uniform_(grouped.weight, 0.5, 1.5)
+        nn.init.uniform_(grouped.bias, -0.5, 0.5)
+    grouped.train()
+    for _ in range(2):  # twice: the running statistics start from non-trivial values
+        sequential = copy.deepcopy(grouped)
+        x = (torch.randn(*shape) * 3 + torch.arange(shape[0]).view(-1, *[1] * (len(shape) - 1))).requires_grad_()
+        expected = torch.cat([sequential(c) for c in x.chunk(3)])
+        got = batch_norm_per_group(grouped, x, 3)
+        assert torch.allclose(got, expected, atol=1e-5)
+        w = torch.randn(shape)
+        params_seq, params = list(sequential.parameters()), list(grouped.parameters())
+        for a, e in zip(torch.autograd.grad((got * w).sum(), [x, *params]),
+                        torch.autograd.grad((expected * w).sum(), [x, *params_seq]), strict=True):
+            assert torch.allclose(a, e, atol=1e-4)
+        for name, buf in sequential.named_buffers():
+            assert torch.allclose(dict(grouped.named_buffers())[name].float(), buf.float(), atol=1e-6), name
+    grouped.eval()
+    x = torch.randn(*shape)
+    if grouped.track_running_stats:
+        assert torch.equal(batch_norm_per_group(grouped, x, 3), grouped(x))
+    with pytest.raises(ValueError, match="13 samples do not split into 3 groups"):
+        batch_norm_per_group(grouped.train(), torch.randn(13, *shape[1:]), 3)
+
+
+def test_forward_per_group_runs_a_head_per_group():
+    torch.manual_seed(0)
+    head = mlp([6, 8, 4], batch_norm=True, last_bn=True).train()
+    reference = copy.deepcopy(head)
+    x = torch.randn(12, 6)
+    assert torch.allclose(forward_per_group(head, x, 4), torch.cat([reference(c) for c in x.chunk(4)]), atol=1e-5)
+    assert not torch.allclose(forward_per_group(head, x, 4), forward_per_group(head, x, 1), atol=1e-3)
+
+
+def test_frame_heads_default_to_the_backbones_feature_size():
+    """SeCo, VCLR and MoCo-v2 heads are ``D -> D -> d`` unless ``head_hidden`` is set (the papers'
+    2048 -> 2048 -> 128 on ResNet-50); a width below 1 is refused with the key named."""
+    from vidssl.engine.config import load_config
+    from vidssl.engine.train import build_method
+    from vidssl.errors import ConfigError
+
+    for method, heads in (("seco", lambda m: [m.encoder_q.heads]), ("moco", lambda m: [m.encoder_q.heads]),
+                          ("vclr", lambda m: [m.encoder_q.heads.frame])):
+        model = build_method(load_config(None, ["model.arch=tiny2d"], method), False)
+        assert [h.hidden for h in heads(model)] == [128], method
+        model = build_method(load_config(None, ["model.arch=tiny2d", f"{method}.head_hidden=40"], method), False)
+        assert [h.hidden for h in heads(model)] == [40], method
+        with pytest.raises(ConfigError, match=f"{method}.head_hidden must be positive"):
+            load_config(None, [f"{method}.head_hidden=0"], method)
+    vclr = build_method(load_config(None, ["model.arch=tiny2d"], "vclr"), False)
+    assert vclr.encoder_q.heads.video[0].out_features == 128

@@ -19,19 +19,29 @@ def soft_cross_entropy(targets: torch.Tensor, log_probs: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iterations: int = 3,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
     """Sinkhorn-Knopp (Cuturi 2013; as SwAV) on prototype scores ``(N, K)``: soft codes ``(N, K)``
     for an equipartition of the N samples over the K prototypes (MLFO Sec. 3.1, the targets ``s`` of
     eq. 4). ``Q = exp(scores / eps)``, then alternately each prototype's mass set to ``1/K`` and
     each sample's to ``1/N``. Returned rows sum to 1 exactly; prototype totals approach ``N/K`` as
-    the iterations grow (3 in the paper). Float32, stabilised by the maximum score."""
+    the iterations grow (3 in the paper). Float32, stabilised by the maximum score.
+
+    ``valid`` ``(N,)`` (bool): only these samples take part (``N`` is their number, a tensor: no
+    host read) and the others get all-zero codes; the codes of the valid rows are those of the
+    problem on the valid rows alone. A problem of fixed size whose membership is data (a partly
+    filled score queue) keeps one shape for compiled graphs."""
     s = scores.float() / eps
+    if valid is not None:
+        s = s.masked_fill(~valid[:, None], float("-inf"))  # exp(-inf) = 0: no mass
     q = torch.exp(s - s.max()).T  # (K, N)
     q /= q.sum()
-    k, n = q.shape
+    k = q.shape[0]
+    n = q.shape[1] if valid is None else valid.sum()
     for _ in range(iterations):
         q /= q.sum(dim=1, keepdim=True) * k
-        q /= q.sum(dim=0, keepdim=True) * n
+        # an excluded sample's column is all zero: 0 / tiny keeps it zero
+        q /= q.sum(dim=0, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny) * n
     return (q * n).T
 
 
@@ -58,16 +68,20 @@ def pair_log_probs(anchors: torch.Tensor, positives: torch.Tensor, z1_all: torch
     return F.log_softmax(logits, dim=1)
 
 
+def _both_views_log_probs(z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor, z2_all: torch.Tensor,
+                          self_index: torch.Tensor, tau: float) -> torch.Tensor:
+    """:func:`pair_log_probs` with clip 1 as the anchors (rows ``0..n-1``) and with clip 2 (rows
+    ``n..2n-1``), in one call."""
+    return pair_log_probs(torch.cat([z1, z2]), torch.cat([z2, z1]), z1_all, z2_all, self_index.repeat(2), tau)
+
+
 def instance_loss(z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor, z2_all: torch.Tensor,
                   self_index: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
     """L_ins (MLFO eq. 2-3): both clips of a video are positives, both clips of every other video
     in the (gathered) batch negatives; both views as anchors. Mean over videos of the sum over the
     two views (the paper sums over videos; the mean keeps the scale independent of the batch)."""
-    rows = torch.arange(len(z1), device=z1.device)
-    total = torch.zeros((), device=z1.device)
-    for anchors, positives in ((z1, z2), (z2, z1)):
-        total = total - pair_log_probs(anchors, positives, z1_all, z2_all, self_index, tau)[rows, self_index].mean()
-    return total
+    log_probs = _both_views_log_probs(z1, z2, z1_all, z2_all, self_index, tau)  # (2 n, N)
+    return -2 * log_probs.gather(1, self_index.repeat(2)[:, None]).mean()
 
 
 @torch.no_grad()
@@ -107,8 +121,7 @@ def graph_loss(targets: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, z1_all
     """L_mul at one level (MLFO eq. 10): soft cross-entropy of the level's similarity distribution
     (:func:`pair_log_probs`) against the graph targets, summed over the two views, mean over videos.
     With one-hot targets this is exactly :func:`instance_loss`."""
-    return sum(soft_cross_entropy(targets, pair_log_probs(a, p, z1_all, z2_all, self_index, tau))
-               for a, p in ((z1, z2), (z2, z1)))
+    return 2 * soft_cross_entropy(targets.repeat(2, 1), _both_views_log_probs(z1, z2, z1_all, z2_all, self_index, tau))
 
 
 def timestamp_retrieval_loss(short: torch.Tensor, long: torch.Tensor, offset: int, tau: float = 0.07) -> torch.Tensor:

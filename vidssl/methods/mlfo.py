@@ -42,6 +42,7 @@ from vidssl.losses.mlfo import (
 from vidssl.models.backbones import LEVELS, Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, temporal_augment, time_order
+from vidssl.modules.batch_norm import forward_per_group
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
 from vidssl.modules.queue import KeyQueue
 
@@ -149,16 +150,25 @@ class MLFO(nn.Module):
         """Stage two (Sec. 4.2): L_mul joins after the first ``graph_start`` fraction of the epochs."""
         return self.cfg.graph_targets != "none" and self.epoch >= math.ceil(self.cfg.graph_start * self.epochs)
 
-    def embed(self, level: str, feature_map: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projectors[level](feature_map.flatten(2).mean(-1)), dim=-1)
+    def embed(self, level: str, feature_maps: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """The level's embeddings of ``groups`` batches of clips stacked along dim 0, each batch its
+        own call of the projector (its own BatchNorm statistics, :func:`forward_per_group`)."""
+        return F.normalize(forward_per_group(self.projectors[level], feature_maps.flatten(2).mean(-1), groups), dim=-1)
 
     def codes(self, scores: torch.Tensor) -> torch.Tensor:
         """Sinkhorn codes of this rank's rows, solved jointly with every rank's scores and, after the
-        warm-up, the queued scores of earlier batches (no gradient)."""
+        warm-up, the queued scores of earlier batches (no gradient). The whole queue joins the
+        problem with its unfilled slots masked out: one shape however full it is, and no read of
+        its fill on the host."""
         everyone = all_gather_nograd(scores.detach(), self.distributed)
-        queued = self.score_queue.valid() if self.epoch >= self.cfg.queue_start_epoch else everyone[:0]
-        q = sinkhorn(torch.cat([queued, everyone]), self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iterations)
-        start = len(queued) + (rank() * len(scores) if self.distributed else 0)
+        eps, iterations = self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iterations
+        if self.epoch >= self.cfg.queue_start_epoch:
+            valid = torch.cat([torch.ones(len(everyone), dtype=torch.bool, device=scores.device),
+                               self.score_queue.filled_mask()])
+            q = sinkhorn(torch.cat([everyone, self.score_queue.keys]), eps, iterations, valid)
+        else:
+            q = sinkhorn(everyone, eps, iterations)
+        start = rank() * len(scores) if self.distributed else 0
         return q[start:start + len(scores)]
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
@@ -169,20 +179,21 @@ class MLFO(nn.Module):
         inputs = [clip1, clip2] + ([whole] if cfg.temporal == "feature" else [])
         if cfg.temporal == "input":  # Table 3's conventional baseline: transformed input clips
             inputs += [temporal_augment(c, name, generator) for name in cfg.temporal_augs for c in (clip1, clip2)]
-        maps = {lv: m.split(b) for lv, m in self.encoder.forward_levels(torch.cat(inputs)).items()}
+        levels = self.encoder.forward_levels(torch.cat(inputs))  # each (len(inputs) * B, C, T, H, W)
         self_index = (rank() * b if self.distributed else 0) + torch.arange(b, device=clip1.device)
 
         def gathered(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return all_gather_with_grad(z1, self.distributed), all_gather_with_grad(z2, self.distributed)
 
-        z1, z2 = self.embed("high", maps["high"][0]), self.embed("high", maps["high"][1])
+        z = self.embed("high", levels["high"][: 2 * b], groups=2)  # clip 1's rows, then clip 2's
+        z1, z2 = z.chunk(2)
         z1_all, z2_all = gathered(z1, z2)
         parts = {"ins": instance_loss(z1, z2, z1_all, z2_all, self_index, cfg.tau)}
 
         prototypes = F.normalize(self.prototypes, dim=1)
         if self.epoch < cfg.freeze_prototypes_epochs:
             prototypes = prototypes.detach()
-        scores1, scores2 = z1 @ prototypes.T, z2 @ prototypes.T
+        scores1, scores2 = (z @ prototypes.T).chunk(2)
         codes1, codes2 = self.codes(scores1), self.codes(scores2)
         parts["sem"] = cfg.sem_weight * swapped_prediction_loss(scores1, scores2, codes1, codes2, cfg.sem_temperature)
         self.score_queue.enqueue(torch.cat([scores1, scores2]).detach(), self.distributed)
@@ -192,19 +203,20 @@ class MLFO(nn.Module):
             targets = graph_targets(z1, z2, z1_all, z2_all, codes_sum, all_gather_nograd(codes_sum, self.distributed),
                                     self_index, cfg.graph_targets, cfg.tau, cfg.eta)
             for lv in cfg.graph_levels:
-                r1, r2 = (z1, z2) if lv == "high" else (self.embed(lv, maps[lv][0]), self.embed(lv, maps[lv][1]))
+                r1, r2 = (z1, z2) if lv == "high" else self.embed(lv, levels[lv][: 2 * b], groups=2).chunk(2)
                 r1_all, r2_all = (z1_all, z2_all) if lv == "high" else gathered(r1, r2)
                 parts[f"mul_{lv}"] = cfg.level_weight(lv) * graph_loss(targets, r1, r2, r1_all, r2_all,
                                                                        self_index, cfg.tau)
 
         if cfg.temporal == "feature":
-            orders = self.time_orders([maps[lv][0].shape[2] for lv in cfg.temporal_levels], generator)
-            for lv, (orders1, orders2) in zip(cfg.temporal_levels, orders, strict=True):
-                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, maps[lv][0], maps[lv][1], orders1, orders2)
+            orders = self.time_orders([levels[lv].shape[2] for lv in cfg.temporal_levels], generator)
+            for lv, clip_orders in zip(cfg.temporal_levels, orders, strict=True):
+                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, levels[lv][: 2 * b], clip_orders)
             for lv in cfg.retrieval_levels:
-                parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, maps[lv][0], maps[lv][1], maps[lv][2])
+                parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, levels[lv])
         elif cfg.temporal == "input":
-            transformed = [self.embed("high", m) for m in maps["high"][2:]]  # per aug: clip 1, clip 2
+            # per aug: clip 1, clip 2, each its own projector call
+            transformed = self.embed("high", levels["high"][2 * b:], groups=len(inputs) - 2).chunk(len(inputs) - 2)
             neg1 = torch.stack(transformed[0::2], dim=1)  # (B, A, d)
             neg2 = torch.stack(transformed[1::2], dim=1)
             parts["aug_input"] = cfg.aug_weight * (info_nce(z1, z2, neg1, cfg.tau) + info_nce(z2, z1, neg2, cfg.tau))
@@ -218,29 +230,29 @@ class MLFO(nn.Module):
         augs = self.cfg.temporal_augs
         return [tuple([None] + [time_order(a, t, generator) for a in augs] for _ in range(2)) for t in steps]
 
-    def motion_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor, orders1: list, orders2: list) -> torch.Tensor:
-        """L_aug (eq. 11-12) at one level: ME(f^1) and ME(f^2) are positives; the branch applied to
-        each temporal transformation of the anchor's own map (``orders1[1:]``, ``orders2[1:]``, see
+    def motion_loss(self, level: str, pair: torch.Tensor, orders: tuple[list, list]) -> torch.Tensor:
+        """L_aug (eq. 11-12) at one level on the maps of clip 1 and clip 2 stacked in ``pair``
+        ``(2 B, C, T, H, W)``: ME(f^1) and ME(f^2) are positives; the branch applied to each temporal
+        transformation of the anchor's own map (``orders[0][1:]``, ``orders[1][1:]``, see
         :meth:`time_orders`) are its negatives. Both views anchor."""
-        branch = self.motion[level]
-        e1, e2 = branch.reordered(f1, orders1), branch.reordered(f2, orders2)  # (B, 1 + A, d)
+        e1, e2 = self.motion[level].reordered(pair, list(orders))  # each (B, 1 + A, d)
         return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
                 + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))
 
-    def retrieval_loss(self, level: str, f1: torch.Tensor, f2: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
-        """L_ret (eq. 13) at one level. Clip 1 spans the first half of the window, clip 2 the second,
+    def retrieval_loss(self, level: str, maps: torch.Tensor) -> torch.Tensor:
+        """L_ret (eq. 13) at one level, on the maps of clip 1, clip 2 and the global clip stacked in
+        ``maps`` ``(3 B, C, T, H, W)``. Clip 1 spans the first half of the window, clip 2 the second,
         the global clip all of it at half the frame rate, and the three have the same number ``T``
         of time steps: pairs of a clip's steps are average-pooled so that step ``k`` of clip 1
-        (clip 2) covers exactly the time of global step ``k`` (``T/2 + k``)."""
-        t = f1.shape[2]
+        (clip 2) covers exactly the time of global step ``k`` (``T/2 + k``). The step head (no
+        BatchNorm) embeds the three clips' steps in one call."""
+        b, t = len(maps) // 3, maps.shape[2]
         if t < 2 or t % 2:
             raise ValueError(f"mlfo timestamp retrieval at level {level!r} needs an even number of time steps, "
                              f"the backbone gives {t}: use other mlfo.retrieval_levels or a longer mlfo.clip_len")
-        head = self.steps[level]
-        long = head(whole)
-
-        def short(f: torch.Tensor) -> torch.Tensor:  # pooling pairs of steps commutes with the spatial mean
-            return head.embed_steps(f.mean((3, 4)).unflatten(-1, (t // 2, 2)).mean(-1))
-
-        return 0.5 * (timestamp_retrieval_loss(short(f1), long, 0, self.cfg.tau)
-                      + timestamp_retrieval_loss(short(f2), long, t // 2, self.cfg.tau))
+        steps = maps.mean((3, 4))  # (3 B, C, T); pooling pairs of steps commutes with the spatial mean
+        clip1, clip2 = steps[: 2 * b].unflatten(-1, (t // 2, 2)).mean(-1).chunk(2)  # (B, C, T/2) each
+        embedded = self.steps[level].embed_steps(torch.cat([clip1, clip2, steps[2 * b:]], dim=2))  # (B, 2 T, d)
+        short1, short2, long = embedded.split([t // 2, t // 2, t], dim=1)
+        return 0.5 * (timestamp_retrieval_loss(short1, long, 0, self.cfg.tau)
+                      + timestamp_retrieval_loss(short2, long, t // 2, self.cfg.tau))

@@ -14,7 +14,7 @@ from vidssl.data.samplers import RandomClipsSampler
 from vidssl.losses import info_nce
 from vidssl.methods.seco import KeyEncoder
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import ParallelHeads
+from vidssl.models.heads import ParallelHeads, check_head_hidden
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -25,12 +25,12 @@ class MoCoConfig:
     tau: float = 0.2
     queue_size: int = 96  # MoCo-v2: 65536; keep it below one epoch of keys (1 per video)
     momentum: float = 0.99  # MoCo-v2: 0.999
-    head_hidden: int = 512  # MoCo-v2: 2048
+    head_hidden: int | None = None  # None: the backbone's feature size, MoCo-v2's ratio (2048 on R50's 2048)
     head_dim: int = 128
     shuffle_bn_splits: int = 2
 
     def validate(self) -> None:
-        pass
+        check_head_hidden("moco", self.head_hidden)
 
 
 class MoCoV2(nn.Module):
@@ -38,9 +38,10 @@ class MoCoV2(nn.Module):
 
     def __init__(self, cfg: MoCoConfig, backbone: Backbone, distributed: bool = False) -> None:
         super().__init__()
+        cfg.validate()
         self.cfg = cfg
         self.distributed = distributed
-        head = ParallelHeads(["proj"], backbone.feature_dim, cfg.head_hidden, cfg.head_dim)
+        head = ParallelHeads(["proj"], backbone.feature_dim, cfg.head_hidden or backbone.feature_dim, cfg.head_dim)
         self.encoder_q = KeyEncoder(backbone, head)
         self.encoder_k = momentum_copy(self.encoder_q)
         self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)

@@ -16,7 +16,7 @@ from torch import nn
 from vidssl.data.samplers import SeCoTripletSampler
 from vidssl.losses import order_cross_entropy, seco_inter_loss, seco_intra_loss
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import ParallelHeads
+from vidssl.models.heads import ParallelHeads, check_head_hidden
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward
@@ -33,7 +33,7 @@ class SeCoConfig:
     tau: float = 0.1
     queue_size: int = 256  # paper: 131072 (Kinetics); keep it below one epoch of keys (3 per video)
     momentum: float = 0.99  # paper: 0.999
-    head_hidden: int = 512  # paper: 2048 (= the R50 feature size)
+    head_hidden: int | None = None  # None: the backbone's feature size, the paper's ratio (2048 on R50's 2048)
     head_dim: int = 128
     shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
 
@@ -41,6 +41,7 @@ class SeCoConfig:
         bad = [x for x in self.losses if x not in SECO_LOSSES]
         if bad or "inter" not in self.losses:
             raise ValueError(f"seco.losses must include 'inter' and be drawn from {SECO_LOSSES}, got {self.losses}")
+        check_head_hidden("seco", self.head_hidden)
 
 
 class KeyEncoder(nn.Module):
@@ -72,8 +73,8 @@ class SeCo(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.distributed = distributed
-        self.encoder_q = KeyEncoder(backbone, ParallelHeads(cfg.losses, backbone.feature_dim, cfg.head_hidden,
-                                                            cfg.head_dim))
+        hidden = cfg.head_hidden or backbone.feature_dim
+        self.encoder_q = KeyEncoder(backbone, ParallelHeads(cfg.losses, backbone.feature_dim, hidden, cfg.head_dim))
         self.encoder_k = momentum_copy(self.encoder_q)
         self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
         if "order" in cfg.losses:

@@ -28,7 +28,7 @@ from torch import nn
 from vidssl.data.samplers import VCLRSampler
 from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import ParallelHeads, mlp
+from vidssl.models.heads import ParallelHeads, check_head_hidden, mlp
 from vidssl.modules.device import host_to_device
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
@@ -50,7 +50,7 @@ class VCLRConfig:
     queue_size: int = 256  # frame keys for inter; paper: 131072 (Kinetics)
     video_queue_size: int = 128  # key-tuple embeddings; paper: 65536
     momentum: float = 0.99  # paper: 0.999
-    head_hidden: int = 512  # paper: 2048
+    head_hidden: int | None = None  # None: the backbone's feature size, the paper's ratio (2048 on R50's 2048)
     head_dim: int = 128
     shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
 
@@ -65,6 +65,7 @@ class VCLRConfig:
                              "permutation is the identity or the reversal)")
         if ("inter" in self.losses or "intra" in self.losses) and self.num_segments < 2:
             raise ValueError("vclr.losses: 'inter'/'intra' need num_segments >= 2 (frames of other segments)")
+        check_head_hidden("vclr", self.head_hidden)
 
 
 def shuffling_permutations(n: int) -> torch.Tensor:
@@ -92,8 +93,9 @@ class VCLRHeads(nn.Module):
     def __init__(self, in_dim: int, cfg: VCLRConfig) -> None:
         super().__init__()
         names = [name for name in cfg.losses if name != "video"]
-        self.frame = ParallelHeads(names, in_dim, cfg.head_hidden, cfg.head_dim) if names else None
-        self.video = mlp([in_dim, cfg.head_hidden, cfg.head_dim]) if "video" in cfg.losses else None
+        hidden = cfg.head_hidden or in_dim
+        self.frame = ParallelHeads(names, in_dim, hidden, cfg.head_dim) if names else None
+        self.video = mlp([in_dim, hidden, cfg.head_dim]) if "video" in cfg.losses else None
 
     def frames(self, h: torch.Tensor, names: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Backbone features ``(..., D)`` → normalised ``(..., d)`` per frame head (``names``:

@@ -23,6 +23,12 @@ def mlp(dims: list[int] | tuple[int, ...], batch_norm: bool = False, last_bn: bo
     return nn.Sequential(*layers)
 
 
+def check_head_hidden(section: str, hidden: int | None) -> None:
+    """A projection head's hidden width: ``None`` (the backbone's feature size) or positive."""
+    if hidden is not None and hidden < 1:
+        raise ValueError(f"{section}.head_hidden must be positive or null (the backbone's feature size), got {hidden}")
+
+
 class ParallelHeads(nn.Module):
     """Independent two-layer MLP heads ``in -> hidden -> ReLU -> out`` on the same input (SeCo's
     and VCLR's per-loss projection heads), computed together: every first layer in one matrix

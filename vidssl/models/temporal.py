@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.models.heads import mlp
+from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
 from vidssl.modules.device import host_to_device
 
 TEMPORAL_AUGS = ("reverse", "shuffle")
@@ -58,9 +59,10 @@ class MotionExcitation(nn.Module):
         self.transform = nn.Conv2d(r, r, 3, padding=1, groups=r, bias=False)
         self.expand = nn.Sequential(nn.Conv3d(r, channels, 1, bias=False), nn.BatchNorm3d(channels))
 
-    def squeezed(self, x: torch.Tensor) -> torch.Tensor:
-        """``X_r``: ``(B, C, T, H, W) -> (B, r, T, H, W)``."""
-        return self.squeeze[1](pointwise(self.squeeze[0], x))
+    def squeezed(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """``X_r``: ``(B, C, T, H, W) -> (B, r, T, H, W)``; ``groups`` batches stacked in ``x``, each
+        its own BatchNorm batch (:func:`forward_per_group`)."""
+        return batch_norm_per_group(self.squeeze[1], pointwise(self.squeeze[0], x), groups)
 
     def motion(self, squeezed: torch.Tensor) -> torch.Tensor:
         """``M`` spatially pooled, ``(B, r, T)``, from ``X_r``. Samples are independent here (no
@@ -70,10 +72,11 @@ class MotionExcitation(nn.Module):
         later = later.reshape(b, t - 1, r, h, w).transpose(1, 2)
         return F.pad((later - squeezed[:, :, :-1]).mean((3, 4)), (0, 1))  # zero at the last step
 
-    def attention(self, motion: torch.Tensor) -> torch.Tensor:
-        """``A`` ``(B, C, T)`` from the pooled motion ``(B, r, T)`` (the expand's BatchNorm sees one
-        batch of clips)."""
-        return torch.sigmoid(self.expand[1](pointwise(self.expand[0], motion[..., None, None]))).flatten(2) - 0.5
+    def attention(self, motion: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """``A`` ``(B, C, T)`` from the pooled motion ``(B, r, T)`` of ``groups`` stacked batches of
+        clips (the expand's BatchNorm normalises each batch on its own)."""
+        expanded = pointwise(self.expand[0], motion[..., None, None])
+        return torch.sigmoid(batch_norm_per_group(self.expand[1], expanded, groups)).flatten(2) - 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + x * self.attention(self.motion(self.squeezed(x)))[..., None, None]
@@ -90,29 +93,38 @@ class MotionBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W) -> (B, dim)``."""
-        return self.reordered(x, [None])[:, 0]
+        return self.reordered(x, [[None]])[0, :, 0]
 
-    def reordered(self, x: torch.Tensor, orders: list[torch.Tensor | None]) -> torch.Tensor:
-        """The branch applied to ``x[:, :, order]`` for each time order (``None``: as it is), each
-        as its own batch: ``(B, len(orders), dim)``.
+    def reordered(self, x: torch.Tensor, orders: list[list[torch.Tensor | None]]) -> torch.Tensor:
+        """The branch applied to each of ``len(orders)`` clips' maps stacked in ``x`` (``G`` batches
+        of ``B`` maps), in each of the time orders ``orders[g]`` of batch ``g`` (``None``: as it is;
+        the same number of orders per batch), every (batch, order) its own call of the branch:
+        ``(G, B, len(orders[g]), dim)``.
 
-        Computed without the excited or reordered full maps, with the same result: ``A`` is constant
-        over space, so pooling ``X + X * A`` is ``mean_t(x_t * (1 + A_t))`` with ``x_t`` the spatial
-        mean of step ``t``; and the squeeze (a 1x1x1 convolution and BatchNorm over batch, time and
-        space) commutes with reordering time, so it runs once for all orders (its BN running
-        statistics, unused by the method, are updated once per call rather than once per order). The
-        channel-wise motion convolution runs once over every order's clips; the expand and the head
-        (BatchNorm) run per order."""
-        steps = x.mean((3, 4))  # (B, C, T)
+        Computed in one pass without the excited or reordered full maps, with the same result: ``A``
+        is constant over space, so pooling ``X + X * A`` is ``mean_t(x_t * (1 + A_t))`` with ``x_t``
+        the spatial mean of step ``t``; and the squeeze (a 1x1x1 convolution and BatchNorm over
+        batch, time and space) commutes with reordering time, so it runs once per batch for all
+        orders (its BN running statistics, unused by the method, are updated once per batch rather
+        than once per order). The channel-wise motion convolution runs once over every clip and
+        order; the expand's and the head's BatchNorms normalise each (batch, order) on its own
+        (:func:`forward_per_group`)."""
+        groups, per = len(orders), len(orders[0])
+        b, t = len(x) // groups, x.shape[2]
+        steps = x.mean((3, 4))  # (G * B, C, T)
         if self.excite is None:
-            pooled = [steps.mean(-1)] * len(orders)
+            pooled = steps.mean(-1).unflatten(0, (groups, 1, b)).expand(-1, per, -1, -1).flatten(0, 2)
         else:
-            index = [slice(None) if order is None else host_to_device(order, x.device) for order in orders]
-            squeezed = self.excite.squeezed(x)
-            motions = self.excite.motion(torch.cat([squeezed[:, :, o] for o in index])).chunk(len(orders))
-            pooled = [(steps[:, :, o] * (1 + self.excite.attention(m))).mean(-1)
-                      for o, m in zip(index, motions, strict=True)]
-        return torch.stack([F.normalize(self.head(p), dim=-1) for p in pooled], dim=1)
+            # row (g, o, i) of the reordered batches is clip i of batch g at time steps times[g][o]
+            times = torch.stack([torch.arange(t) if o is None else o for batch in orders for o in batch])
+            rows = (torch.arange(groups)[:, None, None] * b + torch.arange(b)).expand(-1, per, -1).flatten()
+            rows = host_to_device(rows[:, None], x.device)
+            times = host_to_device(times.repeat_interleave(b, dim=0), x.device)  # (G * per * B, T)
+            squeezed = self.excite.squeezed(x, groups)[rows, :, times].transpose(1, 2)  # (G * per * B, r, T, H, W)
+            attention = self.excite.attention(self.excite.motion(squeezed), groups * per)
+            pooled = (steps[rows, :, times].transpose(1, 2) * (1 + attention)).mean(-1)
+        embedded = F.normalize(forward_per_group(self.head, pooled, groups * per), dim=-1)
+        return embedded.unflatten(0, (groups, per, b)).transpose(1, 2)
 
 
 class StepHead(nn.Module):

@@ -33,11 +33,9 @@ class KeyQueue(nn.Module):
         compiled graph, which could otherwise save the buffer and redo the copy in backward."""
         return self.keys.detach().clone()
 
-    @torch.compiler.disable
-    def valid(self) -> torch.Tensor:
-        """The keys written so far (all of them once the ring has wrapped). Its length is data, so
-        compiled graphs call it eagerly."""
-        return self.keys[: int(self.filled)]
+    def filled_mask(self) -> torch.Tensor:
+        """``(size,)`` bool: the slots written so far (all of them once the ring has wrapped)."""
+        return torch.arange(self.size, device=self.keys.device) < self.filled
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, gather: bool = True) -> None:
