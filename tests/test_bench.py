@@ -65,6 +65,7 @@ def test_speed_bench_replays_the_methods_backbone_passes():
         assert set(row["train_with_loader_steps_per_s"]) == {"first_pass", "cached"}
         low, high = row["overhead_quartiles"]
         assert low <= row["overhead"] <= high  # the median of the per-step ratios, within its quartiles
+        assert row["flops"] > row["bare_flops"] > 0  # the heads' arithmetic comes on top of the backbone's
     cl = measure_method("corp_f", SpeedSettings(steps=1, loader_batches=1, workers=(0,), channels_last=True,
                                                 overrides=s.overrides))
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too

@@ -16,6 +16,10 @@
   workers, which share the machine with the model as in a run (and with a run's intra-op threads,
   ``vidssl.engine.threads``), as a fraction of the model alone: in the first epoch (frames
   rendered) and in later ones (frames cached).
+- **Arithmetic.** The matrix products' and convolutions' floating-point operations of the step
+  against its bound's (``torch.utils.flop_counter``; elementwise work not counted): the part of the
+  overhead that the method's own layers (heads, relation MLPs) cost by arithmetic alone, which no
+  implementation removes; it does not depend on the machine's noise.
 - **Peak memory.** CUDA: ``max_memory_allocated`` of the step. CPU: the process's peak RSS, each
   method measured in a fresh process.
 
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from vidssl.data import synthetic
 from vidssl.data.dataset import seed_worker
@@ -173,6 +178,9 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     with recorder.recording():
         method_step(0, model)  # uncompiled: the recording wrappers must run eagerly
     calls = recorder.calls
+    flops = {"method": count_flops(lambda: method_step(1, model)),  # eager, like the recording
+             "bare": count_flops(lambda: bare_step(calls, bare_optimizer, autocast(),
+                                                   {bb: bb.forward_levels for bb in recorder.backbones}))}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(3):  # warm-up (and compilation)
@@ -233,10 +241,19 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
             "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
             "overhead": quartiles[1], "overhead_quartiles": [quartiles[0], quartiles[2]], "steps_per_s": 1.0 / step_s,
+            "flops": flops["method"], "bare_flops": flops["bare"],
             "loader_batches_per_s": loader_rates,
             "loader_first_pass_batches_per_s": first_pass, "train_with_loader_steps_per_s": train_rates,
             "train_threads": train_threads,
             "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """Matrix-product and convolution FLOPs of one call of ``fn`` (forward and backward)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def _measure_or_error(method_name: str, s: SpeedSettings) -> dict:
@@ -282,18 +299,20 @@ def render_speed(rows: list[dict]) -> str:
     lines = [f"Device: {rows[0]['device']}; laptop configs; {rows[0]['settings']['steps']} timed steps, medians; "
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
              f"compile={rows[0]['settings']['compile']}.", "",
-             "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead (quartiles) | model steps/s | "
+             "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead (quartiles) "
+             "| FLOPs against the bound | model steps/s | "
              "loader first pass 0w batches/s | "
              + " | ".join(f"loader {w}w batches/s (cached)" for w in workers) + " | loader keeps up (default workers) "
              "| training with loader (threads), of model alone: first epoch / later | peak memory (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
     for r in rows:
         rates, train = r["loader_batches_per_s"], r["train_with_loader_steps_per_s"]
         q1, q3 = r["overhead_quartiles"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
-                     f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x ({q1:.2f}-{q3:.2f}) | {r['steps_per_s']:.2f} | "
+                     f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x ({q1:.2f}-{q3:.2f}) | "
+                     f"{r['flops'] / r['bare_flops']:.3f}x | {r['steps_per_s']:.2f} | "
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
                      + f" | {keeps_up} ({r['default_workers']}w) | {train['first_pass'] / r['steps_per_s']:.0%} / "
