@@ -54,7 +54,7 @@ def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch
     if bn.momentum is None:  # cumulative moving average: each update weighs 1 / (batches so far)
         for mean, var in zip(means, variances, strict=True):
             bn.num_batches_tracked.add_(1)
-            factor = 1.0 / float(bn.num_batches_tracked)
+            factor = bn.num_batches_tracked.to(mean.dtype).reciprocal()  # a tensor: no host read
             bn.running_mean.lerp_(mean, factor)
             bn.running_var.lerp_(var, factor)
         return
