@@ -110,7 +110,7 @@ def main(out: str) -> None:
     mcfg = MLFOConfig(clip_len=4, proj_hidden=32, proj_dim=16, prototypes=6, score_queue=32, graph_start=0.0,
                       freeze_prototypes_epochs=0, me_reduction=4, retrieval_levels=["low"])
     mlfo = MLFO(mcfg, Backbone("tiny3d"), distributed=True).eval()
-    mlfo.set_epoch(1, 2)
+    mlfo.set_epoch(2, 3)  # the score queue joins the Sinkhorn problem, still empty: all its slots masked out
     g4 = torch.Generator().manual_seed(400 + rank)
     mviews = [torch.randn(4, 3, 4, 16, 16, generator=g4) for _ in range(3)]
     m_local, m_parts = mlfo(mviews, {}, torch.Generator().manual_seed(5))
