@@ -66,11 +66,10 @@ def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch
     bn.num_batches_tracked.add_(groups)
 
 
-def forward_per_group(module: nn.Module, x: torch.Tensor, groups: int) -> torch.Tensor:
-    """``module`` (an ``nn.Sequential``, or a single layer) on ``groups`` equal batches stacked
-    along dim 0, as ``torch.cat([module(chunk) for chunk in x.chunk(groups)])``: its BatchNorm
-    layers normalise each group on its own; every other layer must treat samples independently."""
-    layers = module if isinstance(module, nn.Sequential) else [module]
-    for layer in layers:
+def forward_per_group(head: nn.Sequential, x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``head`` on ``groups`` equal batches stacked along dim 0, as
+    ``torch.cat([head(chunk) for chunk in x.chunk(groups)])``: its BatchNorm layers normalise each
+    group on its own; every other layer must treat samples independently."""
+    for layer in head:
         x = batch_norm_per_group(layer, x, groups) if isinstance(layer, _BatchNorm) else layer(x)
     return x
