@@ -72,6 +72,46 @@ def test_video_loss_against_a_hand_written_reference():
     assert torch.allclose(m.video_queue.keys[:b], vk, atol=1e-6)  # the key-tuple embeddings are enqueued
 
 
+
+def test_inter_and_intra_losses_against_a_hand_written_reference():
+    """The frame losses pick the anchor's segment (first or last, per video) on the query side and
+    the other segments' key frames, in temporal order, as positives (inter) or negatives (intra)."""
+    torch.manual_seed(0)
+    n, b, tau = 4, 4, 0.1
+    cfg = VCLRConfig(losses=["inter", "intra"], num_segments=n, queue_size=64, head_hidden=16, head_dim=8,
+                     shuffle_bn_splits=1, tau=tau)
+    m = VCLR(cfg, Backbone("tiny2d"))
+    views = [torch.randn(b, 3, 16, 16) for _ in range(2 * n + 1)]
+    last = torch.tensor([0, 1, 1, 0])
+    queue = m.queue.keys.clone()
+    _, parts = m(views, {"anchor_last": last}, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        def head(encoder, h, name):
+            return torch.nn.functional.normalize(encoder.heads.frame(h, [name])[:, 0], dim=-1)
+
+        hq = m.backbone(torch.stack(views[:n], 1).flatten(0, 1)).view(b, n, -1)
+        hk = m.encoder_k.backbone(torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]]))
+        k_tuple, k_anchor = hk[: b * n].view(b, n, -1), hk[b * n:]
+    inter, intra = [], []
+    for i in range(b):
+        anchor = n - 1 if last[i] else 0
+        others = [j for j in range(n) if j != anchor]
+        q = head(m.encoder_q, hq[i, anchor][None], "inter")[0]
+        keys = head(m.encoder_k, torch.cat([k_anchor[i][None], k_tuple[i, others]]), "inter")
+        inter += [ref_nce(q, key, queue, tau) for key in keys]
+        q = head(m.encoder_q, hq[i, anchor][None], "intra")[0]
+        same = head(m.encoder_k, k_anchor[i][None], "intra")
+        other = head(m.encoder_k, k_tuple[i, others], "intra")
+        intra += [ref_nce(q, same[0], o[None], tau) for o in other]
+    assert math.isclose(float(parts["inter"].detach()), sum(inter) / len(inter), rel_tol=1e-4)
+    assert math.isclose(float(parts["intra"].detach()), sum(intra) / len(intra), rel_tol=1e-4)
+    # the queue holds the inter keys: the anchors' second views, then each other segment in order
+    expected_keys = [head(m.encoder_k, k_anchor, "inter")]
+    for j in range(n - 1):
+        rows = [[j, j + 1][int(not last[i])] for i in range(b)]  # the j-th other segment of each video
+        expected_keys.append(head(m.encoder_k, k_tuple[torch.arange(b), rows], "inter"))
+    assert torch.allclose(m.queue.keys[: b * n], torch.cat(expected_keys), atol=1e-6)
+
 @pytest.mark.parametrize(("arch", "clip_len", "shape"), [("tiny2d", 1, (3, 16, 16)), ("tiny3d", 4, (3, 4, 16, 16))])
 def test_2d_and_3d_variants(arch, clip_len, shape):
     cfg = VCLRConfig(clip_len=clip_len, queue_size=32, video_queue_size=16, head_hidden=16, head_dim=8)

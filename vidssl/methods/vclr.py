@@ -97,14 +97,15 @@ class VCLRHeads(nn.Module):
         self.frame = ParallelHeads(names, in_dim, hidden, cfg.head_dim) if names else None
         self.video = mlp([in_dim, hidden, cfg.head_dim]) if "video" in cfg.losses else None
 
-    def frames(self, h: torch.Tensor, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """Backbone features ``(..., D)`` → normalised ``(..., d)`` per frame head (``names``:
-        a subset of the frame heads, computed alone)."""
-        if self.frame is None:
-            return {}
-        names = list(self.frame.names) if names is None else names
-        z = F.normalize(self.frame(h.reshape(-1, h.shape[-1]), names), dim=-1)
-        return {name: z[:, i].view(*h.shape[:-1], -1) for i, name in enumerate(names)}
+    def column(self, name: str) -> int:
+        """Where the frame head ``name`` sits on the heads axis of :meth:`frames`."""
+        return self.frame.names.index(name)
+
+    def frames(self, h: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``(..., D)`` → every frame head's normalised embedding
+        ``(..., heads, d)``, in one pass."""
+        z = F.normalize(self.frame(h.reshape(-1, h.shape[-1])), dim=-1)
+        return z.view(*h.shape[:-1], *z.shape[1:])
 
     def video_embedding(self, h: torch.Tensor) -> torch.Tensor:
         """A tuple's features ``(B, N, D)`` → its normalised video embedding ``(B, d)``."""
@@ -157,42 +158,44 @@ class VCLR(nn.Module):
         hq = self.backbone(query_tuple.flatten(0, 1)).view(b, n, -1)
         heads_q = self.encoder_q.heads
         losses = self.cfg.losses
+        frame_losses = heads_q.frame is not None
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
             hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, self.distributed,
                                     self.cfg.shuffle_bn_splits, generator)
             heads_k = self.encoder_k.heads
-            frames_k = heads_k.frames(hk)  # one pass over the key tuple and the anchor's second view
-            k = {name: z[: b * n].view(b, n, -1) for name, z in frames_k.items()}  # the key tuple
-            k_anchor = {name: z[b * n:] for name, z in frames_k.items()}
+            if frame_losses:  # one pass over the key tuple and the anchor's second view
+                zk = heads_k.frames(hk)
+                k_tuple, k_anchor = zk[: b * n].view(b, n, *zk.shape[1:]), zk[b * n:]  # (B, N, heads, d), (B, heads, d)
             if heads_k.video is not None:
-                k["video"] = heads_k.video_embedding(hk[: b * n].view(b, n, -1))
+                k_video = heads_k.video_embedding(hk[: b * n].view(b, n, -1))
+        zq = heads_q.frames(hq) if frame_losses else None  # (B, N, heads, d): every segment, every frame head
         parts: dict[str, torch.Tensor] = {}
         if "video" in losses:
-            parts["video"] = info_nce(heads_q.video_embedding(hq), k["video"], self.video_queue.snapshot(),
-                                      self.cfg.tau)
-        contrast = [name for name in ("inter", "intra") if name in losses]
-        if contrast:
+            parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, self.video_queue.snapshot(), self.cfg.tau)
+        if "inter" in losses or "intra" in losses:
             last = info["anchor_last"].bool()
-            anchor_idx = torch.where(last, n - 1, 0)
-            rows = torch.arange(b, device=anchor_idx.device)
-            # the other segments, in temporal order, without the anchor's
-            others = torch.stack([torch.where(last, j, j + 1) for j in range(n - 1)], 1)
-            query = heads_q.frames(hq[rows, anchor_idx], contrast)  # the frame losses' query: the anchor's
-            other = {name: [k[name][rows, others[:, j]] for j in range(n - 1)] for name in contrast}
-            if "inter" in contrast:  # positives: the anchor's second view and the other segments' frames
-                positives = [k_anchor["inter"], *other["inter"]]
-                inter_keys = torch.cat(positives)
-                parts["inter"] = seco_inter_loss(query["inter"], positives, self.queue.snapshot(), self.cfg.tau)
-            if "intra" in contrast:
-                parts["intra"] = seco_intra_loss(query["intra"], k_anchor["intra"], other["intra"], self.cfg.tau)
+            rows = torch.arange(b, device=last.device)
+            query = zq[rows, torch.where(last, n - 1, 0)]  # (B, heads, d): the anchor's (first or last) segment
+            # the other segments, in temporal order, without the anchor's: 0..N-2 or 1..N-1
+            others = torch.arange(n - 1, device=last.device) + (~last)[:, None]
+            other = k_tuple[rows[:, None], others]  # (B, N-1, heads, d)
+            if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
+                i = heads_q.column("inter")
+                inter_keys = torch.cat([k_anchor[:, i], other[:, :, i].transpose(0, 1).flatten(0, 1)])
+                parts["inter"] = seco_inter_loss(query[:, i], inter_keys.chunk(n), self.queue.snapshot(),
+                                                 self.cfg.tau)
+            if "intra" in losses:
+                i = heads_q.column("intra")
+                parts["intra"] = seco_intra_loss(query[:, i], k_anchor[:, i], other[:, :, i].unbind(1), self.cfg.tau)
         if "order" in losses:
-            q_tuple, q_flag = shuffle_tuples(heads_q.frames(hq, ["order"])["order"], generator)
-            k_tuple, k_flag = shuffle_tuples(k["order"], generator)
-            logits = self.order_classifier(torch.cat([q_tuple.flatten(1), k_tuple.flatten(1)], 1))
+            i = heads_q.column("order")
+            q_shuffled, q_flag = shuffle_tuples(zq[:, :, i], generator)
+            k_shuffled, k_flag = shuffle_tuples(k_tuple[:, :, i], generator)
+            logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
             parts["order"] = order_cross_entropy(logits, q_flag + 2 * k_flag)
         if "inter" in losses:
             self.queue.enqueue(inter_keys, gather=self.distributed)
         if "video" in losses:
-            self.video_queue.enqueue(k["video"], gather=self.distributed)
+            self.video_queue.enqueue(k_video, gather=self.distributed)
         return sum(parts.values()), parts
