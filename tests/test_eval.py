@@ -130,6 +130,27 @@ def test_eval_commands_and_report(tmp_path, capsys):
             assert im.size[0] > 100
 
 
+def test_eval_threads_beside_workers(monkeypatch, capsys):
+    """``--threads`` N runs the command on N intra-op threads; 0 takes the cores the ``--workers``
+    leave; either way the previous number comes back after. Below -1 is refused, naming the flag."""
+    from vidssl.eval import cli as eval_cli
+
+    seen = []
+    monkeypatch.setattr(eval_cli, "cmd_order", lambda args: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setattr("vidssl.engine.threads.available_cores", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    before = torch.get_num_threads()
+    assert main(["eval", "order", "--encoder", "random:tiny2d", "--threads", "1"]) == 0
+    assert main(["eval", "order", "--encoder", "random:tiny2d", "--workers", "3"]) == 0  # 4 cores - 3 workers
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    assert main(["eval", "order", "--encoder", "random:tiny2d", "--workers", "1", "--threads", "0"]) == 0
+    assert seen[-1] == 3
+    with pytest.raises(SystemExit):
+        main(["eval", "order", "--encoder", "random:tiny2d", "--threads", "-2"])
+    assert "--threads" in capsys.readouterr().err
+
+
 def test_eval_refuses_unlabeled_data(tmp_path, video_files, capsys):
     import shutil
 
