@@ -57,6 +57,15 @@ def test_masked_sinkhorn_is_the_problem_on_the_valid_rows():
         assert torch.equal(q[~valid], torch.zeros(3, 5))
 
 
+def test_sinkhorn_solves_leading_dimensions_as_separate_problems():
+    scores = torch.stack([unit(7, 5, seed=1), 3 * unit(7, 5, seed=2)])  # different scales: own stabilisers
+    valid = torch.tensor([True, True, False, True, True, False, True])
+    for mask in (None, valid):
+        both = sinkhorn(scores, eps=0.05, iterations=3, valid=mask)
+        for i in range(2):
+            assert torch.allclose(both[i], sinkhorn(scores[i], eps=0.05, iterations=3, valid=mask), atol=1e-6)
+
+
 def test_codes_use_only_the_filled_part_of_the_score_queue():
     torch.manual_seed(0)
     cfg = MLFOConfig(**SMALL, queue_start_epoch=1)
@@ -65,10 +74,12 @@ def test_codes_use_only_the_filled_part_of_the_score_queue():
     model(views(), {}, torch.Generator().manual_seed(0))
     assert int(model.score_queue.filled) == 8 < model.score_queue.size  # half full
     model.set_epoch(1, 4)
-    scores = unit(4, 6, seed=10)
+    scores = torch.stack([unit(4, 6, seed=10), unit(4, 6, seed=11)])  # two views: one problem each
     queued = model.score_queue.keys[:8]
-    expected = sinkhorn(torch.cat([queued, scores]), cfg.sinkhorn_eps, cfg.sinkhorn_iterations)[8:]
-    assert torch.allclose(model.codes(scores), expected, atol=1e-6)
+    codes = model.codes(scores)
+    for view in range(2):
+        expected = sinkhorn(torch.cat([queued, scores[view]]), cfg.sinkhorn_eps, cfg.sinkhorn_iterations)[8:]
+        assert torch.allclose(codes[view], expected, atol=1e-6)
 
 
 def reference_instance_loss(z1, z2, tau):
@@ -272,11 +283,11 @@ def test_stage_switch_prototype_freeze_and_score_queue():
     loss.backward()
     assert model.prototypes.grad.abs().sum() > 0
     # after the warm-up the queued scores join the Sinkhorn problem and change the codes
-    scores = unit(4, 6, seed=10)
+    scores = unit(4, 6, seed=10)[None]
     with_queue = model.codes(scores)
     model.set_epoch(0, 4)
     assert not torch.allclose(with_queue, model.codes(scores))
-    assert torch.allclose(model.codes(scores), sinkhorn(scores, cfg.sinkhorn_eps, cfg.sinkhorn_iterations))
+    assert torch.allclose(model.codes(scores), sinkhorn(scores[0], cfg.sinkhorn_eps, cfg.sinkhorn_iterations))
 
 
 @pytest.mark.parametrize("temporal,expected", [

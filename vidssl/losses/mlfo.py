@@ -25,7 +25,8 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iterations: int = 3,
     for an equipartition of the N samples over the K prototypes (MLFO Sec. 3.1, the targets ``s`` of
     eq. 4). ``Q = exp(scores / eps)``, then alternately each prototype's mass set to ``1/K`` and
     each sample's to ``1/N``. Returned rows sum to 1 exactly; prototype totals approach ``N/K`` as
-    the iterations grow (3 in the paper). Float32, stabilised by the maximum score.
+    the iterations grow (3 in the paper). Float32, stabilised by the maximum score. Leading
+    dimensions ``(..., N, K)`` are independent problems solved together (both views' codes).
 
     ``valid`` ``(N,)`` (bool): only these samples take part (``N`` is their number, a tensor: no
     host read) and the others get all-zero codes; the codes of the valid rows are those of the
@@ -34,15 +35,15 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iterations: int = 3,
     s = scores.float() / eps
     if valid is not None:
         s = s.masked_fill(~valid[:, None], float("-inf"))  # exp(-inf) = 0: no mass
-    q = torch.exp(s - s.max()).T  # (K, N)
-    q /= q.sum()
-    k = q.shape[0]
-    n = q.shape[1] if valid is None else valid.sum()
+    q = torch.exp(s - s.amax((-2, -1), keepdim=True)).transpose(-2, -1)  # (..., K, N)
+    q /= q.sum((-2, -1), keepdim=True)
+    k = q.shape[-2]
+    n = q.shape[-1] if valid is None else valid.sum()
     for _ in range(iterations):
-        q /= q.sum(dim=1, keepdim=True) * k
+        q /= q.sum(dim=-1, keepdim=True) * k
         # an excluded sample's column is all zero: 0 / tiny keeps it zero
-        q /= q.sum(dim=0, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny) * n
-    return (q * n).T
+        q /= q.sum(dim=-2, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny) * n
+    return (q * n).transpose(-2, -1)
 
 
 def swapped_prediction_loss(scores1: torch.Tensor, scores2: torch.Tensor, codes1: torch.Tensor,

@@ -156,20 +156,23 @@ class MLFO(nn.Module):
         return F.normalize(forward_per_group(self.projectors[level], feature_maps.flatten(2).mean(-1), groups), dim=-1)
 
     def codes(self, scores: torch.Tensor) -> torch.Tensor:
-        """Sinkhorn codes of this rank's rows, solved jointly with every rank's scores and, after the
-        warm-up, the queued scores of earlier batches (no gradient). The whole queue joins the
-        problem with its unfilled slots masked out: one shape however full it is, and no read of
-        its fill on the host."""
-        everyone = all_gather_nograd(scores.detach(), self.distributed)
+        """Sinkhorn codes ``(V, B, K)`` of this rank's rows of each view's scores ``(V, B, K)``, one
+        problem per view solved jointly with every rank's scores of that view and, after the
+        warm-up, the queued scores of earlier batches (no gradient). The views' problems run
+        together, with one gather. The whole queue joins each problem with its unfilled slots masked
+        out: one shape however full it is, and no read of its fill on the host."""
+        views, b = scores.shape[:2]
+        everyone = all_gather_nograd(scores.detach().transpose(0, 1), self.distributed).transpose(0, 1)
         eps, iterations = self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iterations
         if self.epoch >= self.cfg.queue_start_epoch:
-            valid = torch.cat([torch.ones(len(everyone), dtype=torch.bool, device=scores.device),
+            queue = self.score_queue.keys.expand(views, -1, -1)
+            valid = torch.cat([torch.ones(everyone.shape[1], dtype=torch.bool, device=scores.device),
                                self.score_queue.filled_mask()])
-            q = sinkhorn(torch.cat([everyone, self.score_queue.keys]), eps, iterations, valid)
+            q = sinkhorn(torch.cat([everyone, queue], 1), eps, iterations, valid)
         else:
             q = sinkhorn(everyone, eps, iterations)
-        start = rank() * len(scores) if self.distributed else 0
-        return q[start:start + len(scores)]
+        start = rank() * b if self.distributed else 0
+        return q[:, start:start + b]
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -193,13 +196,13 @@ class MLFO(nn.Module):
         prototypes = F.normalize(self.prototypes, dim=1)
         if self.epoch < cfg.freeze_prototypes_epochs:
             prototypes = prototypes.detach()
-        scores1, scores2 = (z @ prototypes.T).chunk(2)
-        codes1, codes2 = self.codes(scores1), self.codes(scores2)
-        parts["sem"] = cfg.sem_weight * swapped_prediction_loss(scores1, scores2, codes1, codes2, cfg.sem_temperature)
-        self.score_queue.enqueue(torch.cat([scores1, scores2]).detach(), self.distributed)
+        scores = z @ prototypes.T
+        codes = self.codes(scores.view(2, b, -1))
+        parts["sem"] = cfg.sem_weight * swapped_prediction_loss(*scores.chunk(2), *codes, cfg.sem_temperature)
+        self.score_queue.enqueue(scores.detach(), self.distributed)
 
         if self.graph_active:
-            codes_sum = codes1 + codes2
+            codes_sum = codes[0] + codes[1]
             targets = graph_targets(z1, z2, z1_all, z2_all, codes_sum, all_gather_nograd(codes_sum, self.distributed),
                                     self_index, cfg.graph_targets, cfg.tau, cfg.eta)
             for lv in cfg.graph_levels:
