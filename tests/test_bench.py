@@ -66,11 +66,46 @@ def test_speed_bench_replays_the_methods_backbone_passes():
         low, high = row["overhead_quartiles"]
         assert low <= row["overhead"] <= high  # the median of the per-step ratios, within its quartiles
         assert row["flops"] > row["bare_flops"] > 0  # the heads' arithmetic comes on top of the backbone's
+        assert row["extras_s"] > 0  # the step on replayed backbone outputs
     cl = measure_method("corp_f", SpeedSettings(steps=1, loader_batches=1, workers=(0,), channels_last=True,
                                                 overrides=s.overrides))
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too
     text = render_speed([seco, mlfo])
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
+
+
+@pytest.mark.parametrize("method", ["seco", "mlfo"])
+def test_replayed_backbone_outputs_give_the_step_without_its_backbone(method):
+    """The extras-alone step: the method on the recorded backbone outputs computes the same loss as
+    the step it was recorded from, sends no gradient into the backbone, and leaves the recordings
+    as they were (the next replay gets the same inputs)."""
+    import copy
+
+    import torch
+
+    from vidssl.bench.speed import BackboneRecorder
+    from vidssl.engine.config import load_config
+    from vidssl.engine.train import build_dataset, build_method
+
+    cfg = load_config(None, ["train.batch_size=4", "data.synthetic_videos=40"], method)
+    torch.manual_seed(0)
+    dataset = build_dataset(cfg)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(4)])
+    model = build_method(cfg, False).train()
+    fresh = copy.deepcopy(model)
+    recorder = BackboneRecorder(model)
+    with recorder.recording():
+        expected, _ = model(batch["views"], batch["info"], torch.Generator().manual_seed(0))
+    kept = [{k: v.clone() for k, v in out.items()} for out in recorder.outputs]
+    recorder.backbones = BackboneRecorder(fresh).backbones  # the same recordings, served to the copy
+    with recorder.replaying():
+        loss, _ = fresh(batch["views"], batch["info"], torch.Generator().manual_seed(0))
+        loss.backward()
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    assert all(p.grad is None for bb in recorder.backbones for p in bb.parameters())
+    assert any(p.grad is not None for p in fresh.parameters())
+    for out, before in zip(recorder.outputs, kept, strict=True):
+        assert all(torch.equal(out[k], before[k]) and out[k].grad is None for k in out)
 
 
 def test_speed_bench_reports_a_failing_method_and_goes_on():

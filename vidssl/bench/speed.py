@@ -8,6 +8,11 @@
   is the median over the timed steps of each step's ratio to the bound timed right after it (the
   pairs share the machine's state, which on a shared VM drifts within seconds), reported with the
   quartiles of those ratios (goal: <= 1.15).
+- **Extras alone.** The same step with every backbone call answered by the output recorded for it
+  (leaves, with gradient where the method had it): the heads, queues, losses, EMA and shuffles
+  with their backward and optimizer work, and nothing of the backbone. Bare bound plus extras
+  against the step shows whether the overhead is the extras' own cost or their interference with
+  the backbone's (caches, threads). Eager only (not with ``--compile``).
 - **Loader.** Batches per second of the method's DataLoader with 0, 1 and 2 workers against the
   model's steps per second (goal: the loader is never the bottleneck at the default setting),
   with the built-in set's frames cached (as from the second epoch of a run: its workers persist);
@@ -36,7 +41,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,30 +76,51 @@ def device_name(device: torch.device) -> str:
 
 
 class BackboneRecorder:
-    """Records every backbone call of a step: (backbone, input, grad enabled)."""
+    """Records every backbone call of a step: (backbone, input, grad enabled) and its output; and
+    replays the outputs in place of the calls."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.backbones = [m for m in model.modules() if isinstance(m, Backbone)]
         self.calls: list[tuple[Backbone, torch.Tensor, bool]] = []
+        self.outputs: list[dict[str, torch.Tensor]] = []
 
     @contextlib.contextmanager
-    def recording(self):
-        def wrap(bb: Backbone):
-            inner = bb.forward_levels
-
-            def recorded(x: torch.Tensor) -> dict[str, torch.Tensor]:
-                self.calls.append((bb, x.detach(), torch.is_grad_enabled()))
-                return inner(x)
-
-            return recorded
-
+    def _forwards(self, make: Callable[[Backbone], Callable]) -> Iterator[None]:
         for bb in self.backbones:
-            bb.forward_levels = wrap(bb)
+            bb.forward_levels = make(bb)
         try:
-            yield self
+            yield
         finally:
             for bb in self.backbones:
                 del bb.forward_levels  # back to the class method
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[BackboneRecorder]:
+        def wrap(bb: Backbone) -> Callable:
+            inner = bb.forward_levels
+
+            def recorded(x: torch.Tensor) -> dict[str, torch.Tensor]:
+                grad = torch.is_grad_enabled()
+                self.calls.append((bb, x.detach(), grad))
+                out = inner(x)
+                self.outputs.append({k: v.detach().clone().requires_grad_(grad) for k, v in out.items()})
+                return out
+
+            return recorded
+
+        with self._forwards(wrap):
+            yield self
+
+    @contextlib.contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Every backbone call returns the output recorded for it (leaves, with gradient where the
+        method had it) instead of running: the step without its backbone passes."""
+        outputs = iter(self.outputs)
+        with self._forwards(lambda bb: lambda x: next(outputs)):
+            yield
+        for out in self.outputs:
+            for v in out.values():
+                v.grad = None
 
 
 def bare_step(calls: list[tuple[Backbone, torch.Tensor, bool]], optimizer: torch.optim.Optimizer,
@@ -186,8 +212,14 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     for i in range(3):  # warm-up (and compilation)
         method_step(i)
         bare_step(calls, bare_optimizer, autocast(), bare_forwards)
-    method_times, bare_times = [], []
-    for i in range(s.steps):  # alternate, so that machine noise hits both alike
+    def extras_step(i: int) -> None:
+        with recorder.replaying():
+            method_step(i, model)
+
+    if not s.compile:  # eager: a compiled graph would have traced the real backbone calls
+        extras_step(0)
+    method_times, bare_times, extras_times = [], [], []
+    for i in range(s.steps):  # alternate, so that machine noise hits all alike
         _sync(device)
         t0 = time.perf_counter()
         method_step(100 + i)
@@ -195,9 +227,15 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         t1 = time.perf_counter()
         bare_step(calls, bare_optimizer, autocast(), bare_forwards)
         _sync(device)
+        t2 = time.perf_counter()
+        if not s.compile:
+            extras_step(100 + i)
+            _sync(device)
+            extras_times.append(time.perf_counter() - t2)
         method_times.append(t1 - t0)
-        bare_times.append(time.perf_counter() - t1)
+        bare_times.append(t2 - t1)
     step_s, bare_s = statistics.median(method_times), statistics.median(bare_times)
+    extras_s = statistics.median(extras_times) if extras_times else None
     ratios = [m / b for m, b in zip(method_times, bare_times, strict=True)]
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
@@ -240,6 +278,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         train_rates["first_pass"] = batches_per_s(default, train=True)
     return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
             "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
+            "extras_s": extras_s,
             "overhead": quartiles[1], "overhead_quartiles": [quartiles[0], quartiles[2]], "steps_per_s": 1.0 / step_s,
             "flops": flops["method"], "bare_flops": flops["bare"],
             "loader_batches_per_s": loader_rates,
@@ -299,19 +338,20 @@ def render_speed(rows: list[dict]) -> str:
     lines = [f"Device: {rows[0]['device']}; laptop configs; {rows[0]['settings']['steps']} timed steps, medians; "
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
              f"compile={rows[0]['settings']['compile']}.", "",
-             "| method | backbone | batch | step (ms) | bare backbone (ms) | overhead (quartiles) "
+             "| method | backbone | batch | step (ms) | bare backbone (ms) | extras alone (ms) | overhead (quartiles) "
              "| FLOPs against the bound | model steps/s | "
              "loader first pass 0w batches/s | "
              + " | ".join(f"loader {w}w batches/s (cached)" for w in workers) + " | loader keeps up (default workers) "
              "| training with loader (threads), of model alone: first epoch / later | peak memory (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
     for r in rows:
         rates, train = r["loader_batches_per_s"], r["train_with_loader_steps_per_s"]
         q1, q3 = r["overhead_quartiles"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
+        extras = "—" if r.get("extras_s") is None else f"{1000 * r['extras_s']:.1f}"
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
-                     f"{1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x ({q1:.2f}-{q3:.2f}) | "
+                     f"{1000 * r['bare_s']:.0f} | {extras} | {r['overhead']:.2f}x ({q1:.2f}-{q3:.2f}) | "
                      f"{r['flops'] / r['bare_flops']:.3f}x | {r['steps_per_s']:.2f} | "
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
