@@ -212,6 +212,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     for i in range(3):  # warm-up (and compilation)
         method_step(i)
         bare_step(calls, bare_optimizer, autocast(), bare_forwards)
+
     def extras_step(i: int) -> None:
         with recorder.replaying():
             method_step(i, model)
