@@ -154,7 +154,7 @@ def test_lars_trust_ratio():
     assert torch.allclose(b.detach(), torch.full((2,), 0.9))  # plain SGD for biases and norms
 
 
-def _nan_on_call(monkeypatch, call: int) -> None:
+def _nan_on_call(monkeypatch, call: int) -> dict[str, int]:
     import vidssl.methods.seco as seco_module
 
     real, calls = seco_module.seco_inter_loss, {"n": 0}
@@ -165,6 +165,7 @@ def _nan_on_call(monkeypatch, call: int) -> None:
         return loss * float("nan") if calls["n"] == call else loss
 
     monkeypatch.setattr(seco_module, "seco_inter_loss", poisoned)
+    return calls
 
 
 def test_non_finite_loss_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
@@ -176,6 +177,20 @@ def test_non_finite_loss_stops_with_the_last_checkpoint_intact(tmp_path, monkeyp
         train(cfg)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_is_read_one_step_late_and_never_saved(tmp_path, monkeypatch):
+    """nan_policy=stop reads a step's loss on the host after the next step's forward and backward
+    (no wait between steps on a GPU), and at latest before the next log line or checkpoint."""
+    from vidssl.engine.train import TrainingError
+
+    calls = _nan_on_call(monkeypatch, 2)  # step 1; 3 steps per epoch: the first checkpoint is at step 3
+    cfg = load_config(None, SMALL + [f"train.out={tmp_path}", "train.max_steps=5", "train.log_every=100",
+                                     "train.ckpt_every=100"])
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 1 "):
+        train(cfg)
+    assert calls["n"] == 3  # step 2's forward ran before step 1's loss was read
+    assert not (tmp_path / "checkpoint.pt").exists()  # nothing written after the non-finite step
 
 
 def test_non_finite_loss_can_skip_the_step(tmp_path, monkeypatch):

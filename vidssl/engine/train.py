@@ -216,6 +216,25 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                          "rng": _rng_state(ctx.device), "config": cfg.to_yaml(), "method": cfg.method,
                          "arch": cfg.arch()}, out / CHECKPOINT)
 
+    def non_finite_error(at: int, loss_value: float, totals: dict[str, torch.Tensor]) -> TrainingError:
+        parts_text = {k: float(v) for k, v in totals.items()}
+        return TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); the last "
+                             f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
+                             "set train.nan_policy=skip.")
+
+    # nan_policy=stop reads each step's loss on the host one step late, once the next step's forward
+    # and backward are queued: a GPU then never waits for the host between steps. The pending step
+    # is also checked before every log line and checkpoint, so a non-finite step never reaches disk.
+    unchecked: tuple[int, torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def check_unchecked() -> None:
+        nonlocal unchecked
+        if unchecked is not None:
+            at, loss_sum, totals = unchecked
+            unchecked = None
+            if not math.isfinite(loss_value := float(loss_sum)):
+                raise non_finite_error(at, loss_value, totals)
+
     method.train()
     per_step = plan.micro_batch * cfg.train.accumulate
     loader = DataLoader(dataset, batch_size=plan.micro_batch, drop_last=True,
@@ -250,26 +269,28 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
             loss_sum += loss.detach() / cfg.train.accumulate
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v.detach() / cfg.train.accumulate
-        loss_value = float(loss_sum)
-        if not math.isfinite(loss_value):
-            optimizer.zero_grad(set_to_none=True)
-            if cfg.train.nan_policy == "skip":
+        if cfg.train.nan_policy == "skip":  # known finite before it is applied: one host read per step
+            if not math.isfinite(loss_value := float(loss_sum)):
+                optimizer.zero_grad(set_to_none=True)
                 skipped_steps += 1
                 logger.message(f"non-finite loss {loss_value} at step {step}: step skipped "
                                f"({skipped_steps} so far)")
                 step += 1
                 continue
-            parts_text = {k: float(v) for k, v in totals.items()}
-            raise TrainingError(f"non-finite loss {loss_value} at step {step} ({parts_text}); the last "
-                                f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
-                                "set train.nan_policy=skip.")
+        else:
+            check_unchecked()  # the previous step's loss
+            unchecked = (step, loss_sum, totals)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        if ctx.is_main and (step % cfg.train.log_every == 0 or step == last_step):
-            logger.log(step, epoch, {"loss": loss_value, **{k: float(v) for k, v in totals.items()}, "lr": lr,
+        log_now = step % cfg.train.log_every == 0 or step == last_step
+        checkpoint_now = step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step
+        if log_now or checkpoint_now:
+            check_unchecked()
+        if ctx.is_main and log_now:
+            logger.log(step, epoch, {"loss": float(loss_sum), **{k: float(v) for k, v in totals.items()}, "lr": lr,
                                      "skipped_videos": float(skipped_videos)})
-        if step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step:
+        if checkpoint_now:
             checkpoint()
     del batches, loader  # stops the workers
     logger.close()

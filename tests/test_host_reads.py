@@ -1,0 +1,75 @@
+"""A training step reads nothing back from the device.
+
+On a GPU every read of a device tensor on the host (``.item()``, ``bool(t)``, ``int(t)``,
+``.tolist()``, ``nonzero``, boolean-mask indexing, ``torch.unique``, ``torch.equal``) makes the host
+wait for the device. Tensors on the ``meta`` device have shapes and no data, so each of those reads
+raises there: a step that runs on ``meta`` has none. This checks on a CPU what
+``benchmarks/gpu_syncs.py`` measures on a GPU, for every method's step (forward, backward,
+optimizer step, with its EMA and queue updates), twice, so that the queues hold keys.
+Host-side draws from a ``torch.Generator`` (permutations, shuffles, time orders) stay on the CPU
+and are copied to the device without a read back.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from vidssl.engine.config import laptop_config, load_config
+from vidssl.engine.optim import build_optimizer
+from vidssl.engine.train import build_dataset, build_method
+
+SMALL = ["train.batch_size=4", "data.synthetic_videos=40"]
+
+
+def steps_on_meta(method: str, overrides: list[str], optimizer: str | None = None) -> torch.Tensor:
+    cfg = load_config(laptop_config(method), SMALL + overrides, method)
+    torch.manual_seed(0)
+    batch = next(iter(DataLoader(build_dataset(cfg), batch_size=4, sampler=list(range(4)))))
+    model = build_method(cfg, False)
+    if hasattr(model, "set_epoch"):
+        model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # every loss term on, MLFO's score queue in use
+    model.train().to("meta")
+    opt = build_optimizer(optimizer or cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum,
+                          cfg.optim.weight_decay)
+    views = [v.to("meta") for v in batch["views"]]
+    info = {k: v.to("meta") for k, v in batch["info"].items()}
+    for seed in range(2):
+        loss, parts = model(views, info, torch.Generator().manual_seed(seed))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return loss
+
+
+@pytest.mark.parametrize(("method", "overrides"), [
+    ("seco", []),
+    ("moco", []),
+    ("vclr", []),
+    ("vclr", ["vclr.num_segments=4"]),
+    ("corp_f", []),
+    ("corp_f", ["corp_f.relation=mixed"]),
+    ("corp_m", []),
+    ("simclr", []),
+    ("mlfo", []),
+    ("mlfo", ["mlfo.temporal=input"]),
+])
+def test_training_step_reads_nothing_back_from_the_device(method, overrides):
+    loss = steps_on_meta(method, overrides)
+    assert loss.device.type == "meta" and loss.shape == ()
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "adam"])
+def test_optimizers_read_nothing_back_from_the_device(optimizer):
+    steps_on_meta("seco", [], optimizer)
+
+
+def test_a_host_read_fails_on_meta():
+    """The check itself: each kind of read named above raises on ``meta``."""
+    x = torch.randn(4, device="meta")
+    reads = [lambda: x.sum().item(), lambda: bool(x.sum() > 0), lambda: x.tolist(), lambda: x[x > 0],
+             lambda: x.nonzero(), lambda: torch.unique(x), lambda: torch.equal(x, x)]
+    for read in reads:
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            read()
