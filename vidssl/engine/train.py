@@ -216,12 +216,6 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                          "rng": _rng_state(ctx.device), "config": cfg.to_yaml(), "method": cfg.method,
                          "arch": cfg.arch()}, out / CHECKPOINT)
 
-    def non_finite_error(at: int, loss_value: float, totals: dict[str, torch.Tensor]) -> TrainingError:
-        parts_text = {k: float(v) for k, v in totals.items()}
-        return TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); the last "
-                             f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
-                             "set train.nan_policy=skip.")
-
     # nan_policy=stop reads each step's loss on the host one step late, once the next step's forward
     # and backward are queued: a GPU then never waits for the host between steps. The pending step
     # is also checked before every log line and checkpoint, so a non-finite step never reaches disk.
@@ -233,7 +227,10 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
             at, loss_sum, totals = unchecked
             unchecked = None
             if not math.isfinite(loss_value := float(loss_sum)):
-                raise non_finite_error(at, loss_value, totals)
+                parts_text = {k: float(v) for k, v in totals.items()}
+                raise TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); the last "
+                                    f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
+                                    "set train.nan_policy=skip.")
 
     method.train()
     per_step = plan.micro_batch * cfg.train.accumulate
