@@ -72,6 +72,10 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too
     text = render_speed([seco, mlfo])
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
+    # an overhead above the 1.15x goal is printed in bold, one within it plain
+    over, within = dict(seco, overhead=1.2, overhead_quartiles=[1.1, 1.3]), dict(seco, overhead=1.1)
+    assert "| **1.20x** (1.10-1.30) |" in render_speed([over])
+    assert f"| 1.10x ({within['overhead_quartiles'][0]:.2f}-" in render_speed([within])
 
 
 @pytest.mark.parametrize("method", ["seco", "mlfo"])
