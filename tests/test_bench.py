@@ -76,6 +76,7 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     over, within = dict(seco, overhead=1.2, overhead_quartiles=[1.1, 1.3]), dict(seco, overhead=1.1)
     assert "| **1.20x** (1.10-1.30) |" in render_speed([over])
     assert f"| 1.10x ({within['overhead_quartiles'][0]:.2f}-" in render_speed([within])
+    assert "| 1.15x (" in render_speed([dict(seco, overhead=1.1504)])  # printed 1.15x: within the goal
 
 
 @pytest.mark.parametrize("method", ["seco", "mlfo"])
