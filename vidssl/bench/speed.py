@@ -355,7 +355,8 @@ def render_speed(rows: list[dict]) -> str:
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
         extras = "—" if r.get("extras_s") is None else f"{1000 * r['extras_s']:.1f}"
         overhead = f"{r['overhead']:.2f}x"
-        overhead = f"**{overhead}**" if round(r["overhead"], 2) > OVERHEAD_GOAL else overhead  # above the goal, as printed
+        if round(r["overhead"], 2) > OVERHEAD_GOAL:  # above the goal, as printed
+            overhead = f"**{overhead}**"
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
                      f"{1000 * r['bare_s']:.0f} | {extras} | {overhead} ({q1:.2f}-{q3:.2f}) | "
                      f"{r['flops'] / r['bare_flops']:.3f}x | {r['steps_per_s']:.2f} | "
