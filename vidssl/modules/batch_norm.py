@@ -9,6 +9,8 @@ the running statistics are those of the calls one after another (up to float rou
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,6 +49,14 @@ def batch_norm_per_group(bn: _BatchNorm, x: torch.Tensor, groups: int) -> torch.
     return out.unflatten(1, (groups, channels)).transpose(0, 1).flatten(0, 1)
 
 
+@functools.lru_cache(maxsize=64)
+def _update_weights(momentum: float, groups: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``m (1 - m)^(G - 1 - g)``, the weight of group ``g``'s statistics after ``G`` updates, as a
+    ``(G, 1)`` tensor on ``device``: built and copied once per setting, not at every step."""
+    weights = torch.tensor([momentum * (1 - momentum) ** (groups - 1 - g) for g in range(groups)], dtype=dtype)
+    return host_to_device(weights, device)[:, None]
+
+
 @torch.no_grad()
 def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch.Tensor) -> None:
     """``bn``'s running statistics after one update per group ``(G, C)``, in group order."""
@@ -59,8 +69,7 @@ def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch
             bn.running_var.lerp_(var, factor)
         return
     m = bn.momentum
-    weights = host_to_device(torch.tensor([m * (1 - m) ** (groups - 1 - g) for g in range(groups)],
-                                          dtype=means.dtype), means.device)[:, None]
+    weights = _update_weights(m, groups, means.dtype, means.device)
     bn.running_mean.mul_((1 - m) ** groups).add_((weights * means).sum(0))
     bn.running_var.mul_((1 - m) ** groups).add_((weights * variances).sum(0))
     bn.num_batches_tracked.add_(groups)
