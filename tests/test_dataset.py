@@ -25,6 +25,24 @@ def test_same_samples_whatever_the_worker_count(synth):
     assert torch.equal(batches[0]["info"]["order"], batches[1]["info"]["order"])
 
 
+def test_a_batch_at_once_equals_its_samples_one_by_one(synth):
+    """The loader fetches a batch with ``__getitems__`` (views augmented together); each sample is
+    what it is alone, whatever it is batched with."""
+    for sampler, kw in ((SeCoTripletSampler(), {"repeat": (2, 1, 1), "layout": "frame"}),
+                        (MLFOWindowSampler(window=8, strides=(1, 2)), {})):
+        ds = make(synth, sampler, seed=3, **kw)
+        keys = [(1, 4), (0, 7), 9, (2, 4), 4]
+        batch = ds.__getitems__(keys)
+        assert len(batch) == len(keys)
+        for key, sample in zip(keys, batch, strict=True):
+            alone = ds[key]
+            assert all(torch.equal(a, b) for a, b in zip(alone["views"], sample["views"], strict=True))
+            assert alone["info"].keys() == sample["info"].keys()
+            assert all(torch.equal(alone["info"][k], sample["info"][k]) for k in alone["info"])
+            assert all(alone[k] == sample[k] for k in ("index", "label", "skipped"))
+        assert not torch.equal(batch[0]["views"][0], batch[3]["views"][0])  # epochs 1 and 2 of video 4
+
+
 def test_epochs_differ_and_repeat(synth):
     ds = make(synth, SeCoTripletSampler(), layout="frame")
     a = ds[0]["views"][0]

@@ -5,12 +5,16 @@ import torchvision.transforms.v2.functional as TF
 
 from vidssl.data.transforms import (
     ClipAugment,
+    ColorJitterParams,
     EvalTransform,
+    _chunks,
+    _fused_multiply_add,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     gaussian_blur,
+    jitter_images,
     resized_crop,
     resized_crop_params,
 )
@@ -118,3 +122,69 @@ def test_colour_operations_and_crop_equal_torchvision_exactly():
         for size in (16, 32, h):
             expected = TF.resized_crop(x, top, left, h, w, [size, size], antialias=True)
             assert torch.equal(resized_crop(x, top, left, h, w, size), expected)
+
+
+def test_fused_multiply_add_with_per_image_alpha_is_aten_add_per_image():
+    """The float64 form for a per-image alpha rounds as ``add_`` (a fused multiply-add), tail
+    elements of a 26-wide row included."""
+    g = gen(5)
+    x, y = torch.rand(64, 3, 5, 26, generator=g) * 255, torch.rand(64, 3, 5, 26, generator=g) * 255
+    y[:8] = y[:8].floor()
+    alpha = torch.rand(64, 1, 1, 1, generator=g, dtype=torch.float64) * 2 - 0.5
+    ours = _fused_multiply_add(x.clone(), y, alpha)
+    expected = torch.stack([x[i].clone().add_(y[i], alpha=float(alpha[i])) for i in range(64)])
+    assert torch.equal(ours, expected)
+    assert not torch.equal(ours, x + y * alpha.float())  # the unfused form rounds differently
+
+
+def test_per_image_factors_equal_one_call_per_image():
+    g = gen(6)
+    x = (torch.rand(12, 3, 13, 26, generator=g) * 255).to(torch.uint8)
+    x[0] = x[0, :1]  # a grey image
+    factors = torch.rand(12, 1, 1, 1, generator=g, dtype=torch.float64) * 1.2 + 0.4
+    for fn, scale in ((adjust_brightness, 1.0), (adjust_contrast, 1.0), (adjust_saturation, 1.0), (adjust_hue, 0.2)):
+        ours = fn(x, (factors - 1) * scale if fn is adjust_hue else factors)
+        expected = torch.cat([fn(x[i:i + 1], (float(f) - 1) * scale if fn is adjust_hue else float(f))
+                              for i, f in enumerate(factors.flatten())])
+        assert torch.equal(ours, expected), fn.__name__
+    sigmas = [0.1 + 0.15 * i for i in range(12)]
+    expected = torch.cat([gaussian_blur(x[i:i + 1], 5, s) for i, s in enumerate(sigmas)])
+    assert torch.equal(gaussian_blur(x, 5, sigmas), expected)
+
+
+def test_jitter_images_applies_each_images_own_draw_in_its_own_order():
+    g = gen(7)
+    x = (torch.rand(6, 3, 9, 9, generator=g) * 255).to(torch.uint8)
+    draws = [ColorJitterParams.draw((0.4, 0.4, 0.4, 0.1), g) for _ in range(5)] + [None]
+    draws[1] = ColorJitterParams(1.3, 0.7, 1.2, 0.05, (3, 2, 1, 0))
+    draws[2] = ColorJitterParams(1.3, 0.7, 1.2, 0.05, (0, 1, 2, 3))  # same factors, another order
+    ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+    for i, d in enumerate(draws):
+        expected = x[i:i + 1]
+        for op in d.order if d else ():
+            expected = ops[op](expected, (d.brightness, d.contrast, d.saturation, d.hue)[op])
+        assert torch.equal(jitter_images(x.clone(), draws)[i:i + 1], expected), i
+    assert not torch.equal(jitter_images(x.clone(), draws)[1], jitter_images(x.clone(), draws)[2])
+
+
+def test_chunks_group_small_views_and_leave_large_ones_alone():
+    assert _chunks([3, 3, 9, 3, 3, 3, 3], small=4, limit=7) == [[0, 1], [2], [3, 4], [5, 6]]
+    assert _chunks([], small=4, limit=7) == []
+
+
+def test_many_views_at_once_equal_one_view_at_a_time():
+    """``apply`` over a batch gives every view what augmenting it alone gives: small and large
+    views, clip-wise and per-frame jitter, grayscale and blur on some views only."""
+    g = gen(8)
+    for size, per_frame in ((16, False), (24, True), (48, False), (64, False)):
+        aug = ClipAugment(size=size, p_jitter=0.8, p_gray=0.3, p_blur=0.6, per_frame_jitter=per_frame)
+        clips = [(torch.rand(1 + i % 3, 3, size + 5 * (i % 2), size + 7, generator=g) * 255).to(torch.uint8)
+                 for i in range(24)]
+        g1, g2 = gen(size), gen(size)
+        alone = [aug(clip, g1) for clip in clips]
+        draws = [aug.draw(clip, g2) for clip in clips]
+        assert {d.gray for d in draws} == {d.blur_sigma is None for d in draws} == {True, False}
+        together = aug.apply(clips, draws)
+        assert len(together) == len(clips)
+        for a, b in zip(alone, together, strict=True):
+            assert torch.equal(a, b)

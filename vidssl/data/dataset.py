@@ -38,7 +38,13 @@ class Sampler(Protocol):
     def plan(self, num_frames: int, rng: np.random.Generator) -> SamplePlan: ...
 
 
-Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+class Transform(Protocol):
+    """Per-view augmentation in two steps (:class:`~vidssl.data.transforms.ClipAugment`): ``draw``
+    a view's random parameters from the sample's generator, ``apply`` many views' at once."""
+
+    def draw(self, clip: torch.Tensor, g: torch.Generator) -> Any: ...
+
+    def apply(self, clips: Sequence[torch.Tensor], draws: Sequence[Any]) -> list[torch.Tensor]: ...
 
 
 def read_sample(opener: Callable[[VideoRecord], VideoReader], record: VideoRecord, sampler: Sampler,
@@ -127,6 +133,32 @@ class VideoDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """``key``: an index (at the epoch of :meth:`set_epoch`) or an ``(epoch, index)`` pair, as the
         training loop's run-long sampler yields them (its loader workers live across epochs)."""
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[dict[str, Any]]:
+        """The samples of ``keys`` (the loader asks for a batch at once): each is read and its views'
+        random parameters drawn as if alone, then all their views are augmented together
+        (:meth:`~vidssl.data.transforms.ClipAugment.apply`): the same samples, fewer calls."""
+        samples, counts, clips, draws = [], [], [], []
+        for key in keys:
+            sample, sample_clips, g = self._read(key)
+            repeat = self.repeat or (1,) * len(sample_clips)
+            if len(repeat) != len(sample_clips):
+                raise ValueError(f"repeat has {len(repeat)} entries for {len(sample_clips)} sampled views")
+            for clip, copies in zip(sample_clips, repeat, strict=True):
+                for _ in range(copies):
+                    clips.append(clip)
+                    draws.append(self.transform.draw(clip, g))
+            samples.append(sample)
+            counts.append(sum(repeat))
+        views = iter(self.transform.apply(clips, draws))  # (T, C, H, W) float each
+        for sample, count in zip(samples, counts, strict=True):
+            sample["views"] = [self._layout(next(views)) for _ in range(count)]
+        return samples
+
+    def _read(self, key: int | tuple[int, int]) -> tuple[dict[str, Any], list[torch.Tensor], torch.Generator]:
+        """A sample's fields other than its views, its decoded clips and its augmentation generator
+        (a bad video is replaced by the next one, counted in ``skipped``)."""
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         n = len(self.source.records)
         for attempt in range(self.max_substitutes + 1):
@@ -143,30 +175,21 @@ class VideoDataset(Dataset):
                 continue
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return {
-                "views": self._views(clips, g),
                 "info": {k: torch.as_tensor(v) for k, v in plan.info.items()},
                 "label": -1 if record.label is None else record.label,
                 "index": i,
                 "skipped": attempt,
-            }
+            }, clips, g
         raise DataError(f"{self.max_substitutes + 1} consecutive unusable videos from "
                         f"{self.source.records[index].path}: is the dataset broken? "
                         "(run `vidssl data check`)")
 
-    def _views(self, clips: list[torch.Tensor], g: torch.Generator) -> list[torch.Tensor]:
-        repeat = self.repeat or (1,) * len(clips)
-        if len(repeat) != len(clips):
-            raise ValueError(f"repeat has {len(repeat)} entries for {len(clips)} sampled views")
-        out = []
-        for clip, copies in zip(clips, repeat, strict=True):
-            for _ in range(copies):
-                x = self.transform(clip, g)  # (T, C, H, W) float
-                if self.layout == "clip":
-                    x = x.permute(1, 0, 2, 3).contiguous()
-                elif self.layout == "frame":
-                    x = x[0]
-                out.append(x)
-        return out
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "clip":
+            return x.permute(1, 0, 2, 3).contiguous()
+        if self.layout == "frame":
+            return x[0]
+        return x
 
 
 def seed_worker(worker_id: int) -> None:
