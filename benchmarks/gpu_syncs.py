@@ -17,6 +17,7 @@ import warnings
 import torch
 from torch.utils.data import DataLoader
 
+from vidssl.data.dataset import collate_samples
 from vidssl.engine.config import laptop_config, load_config
 from vidssl.engine.optim import build_optimizer
 from vidssl.engine.train import build_dataset, build_method
@@ -29,7 +30,7 @@ def syncs_of_one_step(method_name: str, overrides: list[str]) -> collections.Cou
     device = torch.device("cuda")
     torch.manual_seed(0)
     dataset = build_dataset(cfg)
-    batch = next(iter(DataLoader(dataset, batch_size=cfg.train.batch_size)))
+    batch = next(iter(DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate_samples)))
     views = [v.to(device) for v in batch["views"]]
     info = {k: v.to(device) for k, v in batch["info"].items()}
     model = build_method(cfg, False).to(device)

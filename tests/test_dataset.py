@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
-from vidssl.data.dataset import VideoDataset
+from vidssl.data.dataset import VideoDataset, collate_samples
 from vidssl.data.samplers import MLFOWindowSampler, SeCoTripletSampler
 from vidssl.data.synthetic import SyntheticVideos
 from vidssl.data.transforms import ClipAugment
@@ -18,7 +18,7 @@ def test_same_samples_whatever_the_worker_count(synth):
     ds.set_epoch(2)
     batches = []
     for workers in (0, 2):
-        loader = DataLoader(ds, batch_size=4, num_workers=workers)
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_samples)
         batches.append(next(iter(loader)))
     for a, b in zip(batches[0]["views"], batches[1]["views"], strict=True):
         assert torch.equal(a, b)
@@ -41,6 +41,27 @@ def test_a_batch_at_once_equals_its_samples_one_by_one(synth):
             assert all(torch.equal(alone["info"][k], sample["info"][k]) for k in alone["info"])
             assert all(alone[k] == sample[k] for k in ("index", "label", "skipped"))
         assert not torch.equal(batch[0]["views"][0], batch[3]["views"][0])  # epochs 1 and 2 of video 4
+
+
+def test_collate_holds_the_default_batch_in_two_tensors(synth):
+    """The views are views of one tensor and the integer fields columns of one table (a loader
+    worker hands over each tensor separately), with the values and shapes of default_collate."""
+    for sampler, kw in ((SeCoTripletSampler(), {"repeat": (2, 1, 1), "layout": "frame"}),
+                        (MLFOWindowSampler(window=8, strides=(1, 2)), {})):
+        samples = make(synth, sampler, **kw).__getitems__(list(range(5)))
+        samples[3]["skipped"], samples[2]["label"] = 2, -1
+        ours, expected = collate_samples(samples), default_collate(samples)
+        assert ours.keys() == expected.keys() and ours["info"].keys() == expected["info"].keys()
+        assert all(torch.equal(a, b) for a, b in zip(ours["views"], expected["views"], strict=True))
+        for k in ("label", "index", "skipped"):
+            assert torch.equal(ours[k], expected[k]) and ours[k].dtype == expected[k].dtype
+        for k in expected["info"]:
+            assert torch.equal(ours["info"][k], expected["info"][k])
+        numbers = [ours[k] for k in ("label", "index", "skipped")] + list(ours["info"].values())
+        assert len({v.untyped_storage().data_ptr() for v in ours["views"]}) == 1
+        assert len({v.untyped_storage().data_ptr() for v in numbers}) == 1
+    frames = [{**samples[0], "views": [torch.zeros(3, 4, 4), torch.zeros(3, 2, 2)]}] * 2
+    assert [tuple(v.shape) for v in collate_samples(frames)["views"]] == [(2, 3, 4, 4), (2, 3, 2, 2)]
 
 
 def test_epochs_differ_and_repeat(synth):

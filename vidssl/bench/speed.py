@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidssl.data import synthetic
-from vidssl.data.dataset import seed_worker
+from vidssl.data.dataset import collate_samples, seed_worker
 from vidssl.engine.config import laptop_config, load_config
 from vidssl.engine.optim import build_optimizer
 from vidssl.engine.threads import intra_op_threads
@@ -165,7 +165,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     torch.manual_seed(0)
     dataset = build_dataset(cfg)
     batch_size = cfg.train.batch_size
-    batch = next(iter(DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size)))))
+    batch = next(iter(DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size)),
+                                 collate_fn=collate_samples)))
     fmt = None
     if s.channels_last:
         fmt = torch.channels_last_3d if batch["views"][0].ndim == 5 else torch.channels_last
@@ -251,8 +252,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
 
     def loader(workers: int) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
-                          worker_init_fn=seed_worker, multiprocessing_context=fork if workers else None,
-                          pin_memory=device.type == "cuda")
+                          worker_init_fn=seed_worker, collate_fn=collate_samples,
+                          multiprocessing_context=fork if workers else None, pin_memory=device.type == "cuda")
 
     def batches_per_s(workers: int, train: bool) -> float:
         """Batches per second through a fresh loader (worker start-up and the first batch not

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from vidssl.data.dataset import FileOpener, VideoDataset, seed_worker
+from vidssl.data.dataset import FileOpener, VideoDataset, collate_samples, seed_worker
 from vidssl.data.records import VideoSource
 from vidssl.data.sources import load_source
 from vidssl.data.synthetic import SyntheticVideos
@@ -237,7 +237,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
     loader = DataLoader(dataset, batch_size=plan.micro_batch, drop_last=True,
                         sampler=RunSampler(len(dataset), cfg.train.seed, ctx.rank, ctx.world_size, per_step,
                                            plan.steps_per_epoch, step, last_step),
-                        num_workers=cfg.data.num_workers, worker_init_fn=seed_worker,
+                        num_workers=cfg.data.num_workers, worker_init_fn=seed_worker, collate_fn=collate_samples,
                         persistent_workers=cfg.data.num_workers > 0, pin_memory=ctx.device.type == "cuda")
     batches = iter(loader)
     while step < last_step:

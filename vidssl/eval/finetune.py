@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vidssl.data.dataset import VideoDataset
+from vidssl.data.dataset import VideoDataset, collate_samples
 from vidssl.data.samplers import TSNSampler
 from vidssl.data.transforms import ClipAugment
 from vidssl.eval.data import EvalData
@@ -80,7 +80,7 @@ def finetune(encoder: Encoder, data: EvalData, recipe: FinetuneRecipe, num_worke
         train_ds.set_epoch(epoch)
         g = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
         loader = DataLoader(train_ds, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-                            num_workers=num_workers, generator=g)
+                            num_workers=num_workers, generator=g, collate_fn=collate_samples)
         for batch in loader:
             views = [v.to(device) for v in batch["views"]]
             loss = F.cross_entropy(model(views), batch["label"].to(device))
