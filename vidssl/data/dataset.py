@@ -207,7 +207,7 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     ``(B,)``), held in two tensors: the views are views of one stacked tensor, the integer fields
     and integer ``info`` entries columns of one table. A loader worker hands each tensor to the
     training process as a shared-memory file and descriptor, ~1.3 ms apiece on 2 CPU cores whatever
-    its size (benchmarks.md): VCLR's batch of 7 views and 4 fields took 9 ms to hand over, now 4."""
+    its size (benchmarks.md): VCLR's batch of 7 views and 4 fields took 9-11 ms to hand over, now ~4."""
     n, per_sample = len(samples), len(samples[0]["views"])
     shapes = {tuple(v.shape) for s in samples for v in s["views"]}
     if len(shapes) == 1 and all(len(s["views"]) == per_sample for s in samples):
@@ -216,15 +216,15 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         views = list(stacked.view(per_sample, n, *shapes.pop()).unbind(0))
     else:  # views of different shapes: one tensor per view
         views = default_collate([s["views"] for s in samples])
-    info = {k: v for k, v in samples[0]["info"].items() if v.dtype != torch.int64}
-    info = {k: default_collate([s["info"][k] for s in samples]) for k in info}
-    packed = [k for k, v in samples[0]["info"].items() if v.dtype == torch.int64]
+    first = samples[0]["info"]
+    packed = [k for k, v in first.items() if v.dtype == torch.int64]
+    info = {k: default_collate([s["info"][k] for s in samples]) for k in first if k not in packed}
     table = default_collate([torch.cat([torch.tensor([s[k] for k in _NUMBER_FIELDS]),
                                         *(s["info"][k].reshape(-1) for k in packed)]) for s in samples])
     fields = {k: table[:, i] for i, k in enumerate(_NUMBER_FIELDS)}
     start = len(_NUMBER_FIELDS)
     for k in packed:
-        shape = samples[0]["info"][k].shape
+        shape = first[k].shape
         info[k] = table[:, start:start + math.prod(shape)].reshape(n, *shape)  # a view of the table
         start += math.prod(shape)
-    return {"views": views, "info": {k: info[k] for k in samples[0]["info"]}, **fields}
+    return {"views": views, "info": {k: info[k] for k in first}, **fields}
