@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import vidssl.bench.tables as tables
 from vidssl.bench.tables import TABLES, Budget, Row, Table, run_tables
+from vidssl.engine.threads import training_threads
 from vidssl.errors import ConfigError
 
 
@@ -67,6 +69,14 @@ def test_speed_bench_replays_the_methods_backbone_passes():
         assert low <= row["overhead"] <= high  # the median of the per-step ratios, within its quartiles
         assert row["flops"] > row["bare_flops"] > 0  # the heads' arithmetic comes on top of the backbone's
         assert row["extras_s"] > 0  # the step on replayed backbone outputs
+    # timed again at a run's threads beside its 2 workers where they differ from PyTorch's: the frame
+    # methods' rule (cores less workers, at least one); the clip methods keep PyTorch's (threads: -1)
+    run, expected = seco["overhead_at_run_threads"], training_threads(0, 2)
+    if expected in (None, torch.get_num_threads()):
+        assert run is None
+    else:
+        assert run["threads"] == expected and run["quartiles"][0] <= run["overhead"] <= run["quartiles"][1]
+    assert mlfo["overhead_at_run_threads"] is None
     cl = measure_method("corp_f", SpeedSettings(steps=1, loader_batches=1, workers=(0,), channels_last=True,
                                                 overrides=s.overrides))
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too
@@ -77,6 +87,9 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert "| **1.20x** (1.10-1.30) |" in render_speed([over])
     assert f"| 1.10x ({within['overhead_quartiles'][0]:.2f}-" in render_speed([within])
     assert "| 1.15x (" in render_speed([dict(seco, overhead=1.1504)])  # printed 1.15x: within the goal
+    at_one = dict(seco, overhead_at_run_threads={"threads": 1, "overhead": 1.17, "quartiles": [1.1, 1.2]})
+    assert "| **1.17x** (1.10-1.20), 1 thr. |" in render_speed([at_one])
+    assert "| same |" in render_speed([dict(seco, overhead_at_run_threads=None)])
 
 
 @pytest.mark.parametrize("method", ["seco", "mlfo"])

@@ -7,7 +7,11 @@
   step on the backbone. Both are timed alternately in one process on the same batch; the overhead
   is the median over the timed steps of each step's ratio to the bound timed right after it (the
   pairs share the machine's state, which on a shared VM drifts within seconds), reported with the
-  quartiles of those ratios (goal: <= 1.15; above it, the report prints the ratio in bold).
+  quartiles of those ratios (goal: <= 1.15; above it, the report prints the ratio in bold). It is
+  measured with PyTorch's intra-op threads (the model alone on every core), and again with the
+  threads a run uses beside its default loader workers (``vidssl.engine.threads``) where these
+  differ: one on 2 cores for the frame methods, whose small non-backbone operations cost more
+  with two threads to coordinate.
 - **Extras alone.** The same step with every backbone call answered by the output recorded for it
   (leaves, with gradient where the method had it): the heads, queues, losses, EMA and shuffles
   with their backward and optimizer work, and nothing of the backbone. Bare bound plus extras
@@ -223,26 +227,36 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
 
     if not s.compile:  # eager: a compiled graph would have traced the real backbone calls
         extras_step(0)
-    method_times, bare_times, extras_times = [], [], []
-    for i in range(s.steps):  # alternate, so that machine noise hits all alike
-        _sync(device)
-        t0 = time.perf_counter()
-        method_step(100 + i)
-        _sync(device)
-        t1 = time.perf_counter()
+
+    def bare(i: int) -> None:
         bare_step(calls, bare_optimizer, autocast(), bare_forwards)
-        _sync(device)
-        t2 = time.perf_counter()
-        if not s.compile:
-            extras_step(100 + i)
-            _sync(device)
-            extras_times.append(time.perf_counter() - t2)
-        method_times.append(t1 - t0)
-        bare_times.append(t2 - t1)
+
+    def alternately(fns: list[Callable[[int], None]]) -> list[list[float]]:
+        """Seconds of each of ``fns`` in ``s.steps`` rounds, one after another (machine noise hits
+        all alike)."""
+        times: list[list[float]] = [[] for _ in fns]
+        for i in range(s.steps):
+            for fn, fn_times in zip(fns, times, strict=True):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn(100 + i)
+                _sync(device)
+                fn_times.append(time.perf_counter() - t0)
+        return times
+
+    method_times, bare_times, *extras_times = alternately([method_step, bare] + ([] if s.compile else [extras_step]))
     step_s, bare_s = statistics.median(method_times), statistics.median(bare_times)
-    extras_s = statistics.median(extras_times) if extras_times else None
-    ratios = [m / b for m, b in zip(method_times, bare_times, strict=True)]
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    extras_s = statistics.median(extras_times[0]) if extras_times else None
+    overhead, quartiles = ratio_quartiles(method_times, bare_times)
+    # the same at the intra-op threads a run uses beside its default workers (one on 2 cores for
+    # the frame methods), where these differ from PyTorch's (the model alone on every core)
+    default, threads_now, at_run_threads = cfg.data.num_workers, torch.get_num_threads(), None
+    with intra_op_threads(cfg.train.threads, default) as run_threads:
+        if run_threads != threads_now:
+            method_step(0)
+            bare(0)
+            run_overhead, run_quartiles = ratio_quartiles(*alternately([method_step, bare]))
+            at_run_threads = {"threads": run_threads, "overhead": run_overhead, "quartiles": run_quartiles}
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     indices = list(range(batch_size * (s.loader_batches + 1)))
@@ -271,7 +285,6 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         _sync(device)
         return s.loader_batches / (time.perf_counter() - t0)
 
-    default = cfg.data.num_workers
     synthetic.FRAME_CACHE.clear()  # a first epoch: every frame rendered (decoded, for files)
     first_pass = batches_per_s(0, train=False)
     loader_rates = {str(w): batches_per_s(w, train=False) for w in s.workers}  # frames now cached
@@ -284,12 +297,21 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
             "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
             "extras_s": extras_s,
-            "overhead": quartiles[1], "overhead_quartiles": [quartiles[0], quartiles[2]], "steps_per_s": 1.0 / step_s,
+            "overhead": overhead, "overhead_quartiles": quartiles, "overhead_at_run_threads": at_run_threads,
+            "steps_per_s": 1.0 / step_s,
             "flops": flops["method"], "bare_flops": flops["bare"],
             "loader_batches_per_s": loader_rates,
             "loader_first_pass_batches_per_s": first_pass, "train_with_loader_steps_per_s": train_rates,
             "train_threads": train_threads,
             "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
+
+
+def ratio_quartiles(times: list[float], bound_times: list[float]) -> tuple[float, list[float]]:
+    """The median of the per-step ratios ``times[i] / bound_times[i]`` and their first and third
+    quartiles."""
+    ratios = [t / b for t, b in zip(times, bound_times, strict=True)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return median, [q1, q3]
 
 
 def count_flops(fn: Callable[[], None]) -> int:
@@ -334,6 +356,14 @@ def run_speed(methods: list[str], s: SpeedSettings, isolate: bool = True) -> lis
     return rows
 
 
+def _overhead_text(overhead: float, quartiles: tuple[float, float] | list[float]) -> str:
+    """``1.12x (1.05-1.20)``, the ratio in bold when above the goal as printed."""
+    text = f"{overhead:.2f}x"
+    if round(overhead, 2) > OVERHEAD_GOAL:
+        text = f"**{text}**"
+    return f"{text} ({quartiles[0]:.2f}-{quartiles[1]:.2f})"
+
+
 def render_speed(rows: list[dict]) -> str:
     failed = [f"- {r['method']}: failed: {r['error']}" for r in rows if "error" in r]
     rows = [r for r in rows if "error" not in r]
@@ -344,22 +374,22 @@ def render_speed(rows: list[dict]) -> str:
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
              f"compile={rows[0]['settings']['compile']}.", "",
              "| method | backbone | batch | step (ms) | bare backbone (ms) | extras alone (ms) | overhead (quartiles) "
-             "| FLOPs against the bound | model steps/s | "
+             "| overhead at the run's threads | FLOPs against the bound | model steps/s | "
              "loader first pass 0w batches/s | "
              + " | ".join(f"loader {w}w batches/s (cached)" for w in workers) + " | loader keeps up (default workers) "
              "| training with loader (threads), of model alone: first epoch / later | peak memory (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(workers) + "---|---:|---:|"]
     for r in rows:
         rates, train = r["loader_batches_per_s"], r["train_with_loader_steps_per_s"]
-        q1, q3 = r["overhead_quartiles"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
         extras = "—" if r.get("extras_s") is None else f"{1000 * r['extras_s']:.1f}"
-        overhead = f"{r['overhead']:.2f}x"
-        if round(r["overhead"], 2) > OVERHEAD_GOAL:  # above the goal, as printed
-            overhead = f"**{overhead}**"
+        overhead = _overhead_text(r["overhead"], r["overhead_quartiles"])
+        at_run = "same"
+        if run := r.get("overhead_at_run_threads"):
+            at_run = f"{_overhead_text(run['overhead'], run['quartiles'])}, {run['threads']} thr."
         lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
-                     f"{1000 * r['bare_s']:.0f} | {extras} | {overhead} ({q1:.2f}-{q3:.2f}) | "
+                     f"{1000 * r['bare_s']:.0f} | {extras} | {overhead} | {at_run} | "
                      f"{r['flops'] / r['bare_flops']:.3f}x | {r['steps_per_s']:.2f} | "
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)
