@@ -90,3 +90,28 @@ def test_objects_painted_on_their_bounding_box_equal_full_frame_painting(monkeyp
         assert torch.equal(videos.render(i, range(12)), boxed[i])
     corners = np.array([[0.8, 0.8], [-0.8, 0.8]]) @ np.array([[1, 1], [-1, 1]]) / math.sqrt(2)  # turned 45°
     assert np.abs(corners).max() < synthetic.OBJECT_EXTENT
+
+
+def test_painting_by_selection_equals_the_alpha_blend():
+    """``_paint`` selects colours where the blend's weights are 0 or 1 (the texture; the mask of an
+    opaque object): the bytes of the blend ``img (1 - a) + (tex c0 + (1 - tex) c1) a`` it stands for."""
+    from vidssl.data.synthetic import SHAPES, SyntheticVideos, _Object, _shape_mask
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:40].astype(np.float32)
+    for k in range(60):
+        obj = _Object(SHAPES[k % len(SHAPES)], (rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)), k % 3,
+                      float(rng.uniform(3, 8)), float(rng.uniform(4, 12)))
+        cx, cy, scale, angle = *rng.uniform(0, 40, 2), float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, 6.3))
+        alpha = (1.0, 0.5, float(rng.uniform()))[k % 3]
+        img = rng.uniform(0, 255, (40, 40, 3))
+        expected = img.copy()
+        dx, dy = (xx - cx) / (obj.radius * scale), (yy - cy) / (obj.radius * scale)
+        lx, ly = math.cos(angle) * dx + math.sin(angle) * dy, -math.sin(angle) * dx + math.cos(angle) * dy
+        mask = _shape_mask(obj.shape, lx, ly)
+        tex = {0: np.sin(obj.freq * lx) > 0, 1: (np.sin(obj.freq * lx) > 0) ^ (np.sin(obj.freq * ly) > 0),
+               2: np.ones_like(mask)}[obj.texture].astype(np.float32)[..., None]
+        a = (alpha * mask.astype(np.float32))[..., None]
+        expected = expected * (1 - a) + (tex * obj.colors[0] + (1 - tex) * obj.colors[1]) * a
+        SyntheticVideos._paint(img, obj, cx, cy, scale, angle, alpha, xx, yy)
+        assert np.array_equal(img, expected), k

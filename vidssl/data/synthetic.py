@@ -71,13 +71,14 @@ def _shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _texture(kind: int, freq: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """0/1 texture in local coordinates: stripes, checker or solid."""
+def _texture(kind: int, freq: float, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Where the texture takes its first colour, in local coordinates: stripes, checker, or
+    ``None`` for solid (the first colour everywhere)."""
     if kind == 0:
-        return (np.sin(freq * x) > 0).astype(np.float32)
+        return np.sin(freq * x) > 0
     if kind == 1:
-        return ((np.sin(freq * x) > 0) ^ (np.sin(freq * y) > 0)).astype(np.float32)
-    return np.ones_like(x, dtype=np.float32)
+        return (np.sin(freq * x) > 0) ^ (np.sin(freq * y) > 0)
+    return None
 
 
 @dataclass(frozen=True)
@@ -265,10 +266,14 @@ class SyntheticVideos:
         mask = _shape_mask(obj.shape, lx, ly)
         if alpha <= 0 or not mask.any():
             return
-        tex = _texture(obj.texture, obj.freq, lx, ly)[..., None]
-        color = tex * obj.colors[0] + (1 - tex) * obj.colors[1]
-        a = (alpha * mask.astype(np.float32))[..., None]
-        img[:] = img * (1 - a) + color * a
+        # selections where the blend's weights are 0 or 1, which give the blend's values exactly
+        tex = _texture(obj.texture, obj.freq, lx, ly)
+        color = obj.colors[0] if tex is None else np.where(tex[..., None], obj.colors[0], obj.colors[1])
+        if alpha == 1.0:
+            img[:] = np.where(mask[..., None], color, img)
+        else:
+            a = np.float32(alpha) * mask[..., None]
+            img[:] = img * (1 - a) + color * a
 
     def render(self, i: int, indices: Sequence[int]) -> torch.Tensor:
         """Frames ``indices`` of video ``i`` as ``(N, 3, size, size)`` uint8."""
