@@ -217,9 +217,12 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
                                                    {bb: bb.forward_levels for bb in recorder.backbones}))}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    def bare(i: int) -> None:
+        bare_step(calls, bare_optimizer, autocast(), bare_forwards)
+
     for i in range(3):  # warm-up (and compilation)
         method_step(i)
-        bare_step(calls, bare_optimizer, autocast(), bare_forwards)
+        bare(i)
 
     def extras_step(i: int) -> None:
         with recorder.replaying():
@@ -227,9 +230,6 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
 
     if not s.compile:  # eager: a compiled graph would have traced the real backbone calls
         extras_step(0)
-
-    def bare(i: int) -> None:
-        bare_step(calls, bare_optimizer, autocast(), bare_forwards)
 
     def alternately(fns: list[Callable[[int], None]]) -> list[list[float]]:
         """Seconds of each of ``fns`` in ``s.steps`` rounds, one after another (machine noise hits
