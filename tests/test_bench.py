@@ -82,6 +82,7 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     assert cl["settings"]["channels_last"] and cl["step_s"] > 0  # the GPU variant's code path runs on CPU too
     text = render_speed([seco, mlfo])
     assert "| seco | tiny2d | 4 |" in text and "| mlfo | tiny3d | 4 |" in text
+    assert "laptop configs with `train.batch_size=4 data.synthetic_videos=40`;" in text  # the overrides named
     # an overhead above the 1.15x goal is printed in bold, one within it plain
     over, within = dict(seco, overhead=1.2, overhead_quartiles=[1.1, 1.3]), dict(seco, overhead=1.1)
     assert "| **1.20x** (1.10-1.30) |" in render_speed([over])
@@ -160,6 +161,34 @@ def test_bare_step_times_the_given_backbone_passes():
               {bb: forward_of(bb) for bb in (online, frozen)})
     assert seen == [(online, True), (frozen, False)]
     assert any(not torch.equal(a, b) for a, b in zip(before, online.parameters(), strict=True))
+
+
+class _SimulatedLoader:
+    """A loader whose ``workers`` start together after ``start_s`` and each make a batch in
+    ``batch_s``: batch ``n`` arrives at ``start_s + (n // workers + 1) * batch_s``, and reading it
+    moves a simulated clock there."""
+
+    def __init__(self, workers: int, start_s: float = 10.0, batch_s: float = 1.0) -> None:
+        self.workers, self.start_s, self.batch_s, self.now, self.read = max(1, workers), start_s, batch_s, 0.0, 0
+
+    def __next__(self) -> int:
+        arrives = self.start_s + (self.read // self.workers + 1) * self.batch_s
+        self.now, self.read = max(self.now, arrives), self.read + 1
+        return self.read - 1
+
+
+@pytest.mark.parametrize("workers,at_least", [(0, 5), (2, 20), (8, 4), (8, 20)])
+def test_loader_rate_is_the_steady_state_of_whole_rounds(workers, at_least):
+    from vidssl.bench.speed import steady_batches_per_s
+
+    batches, consumed = _SimulatedLoader(workers), []
+    rate = steady_batches_per_s(batches, workers, at_least, lambda i, b: consumed.append((i, b)),
+                                clock=lambda: batches.now)
+    # workers / batch_s: timed from the first batch, 8 workers' first 8 batches would come in no time
+    assert rate == pytest.approx(max(1, workers) / 1.0)
+    timed = len(consumed) - max(1, workers)
+    assert timed >= at_least and timed % max(1, workers) == 0
+    assert consumed == [(i, i) for i in range(len(consumed))]  # every batch read is consumed in order
 
 
 def test_bench_cli_passes_the_budget_by_name(monkeypatch, capsys):

@@ -20,7 +20,9 @@
 - **Loader.** Batches per second of the method's DataLoader with 0, 1 and 2 workers against the
   model's steps per second (goal: the loader is never the bottleneck at the default setting),
   with the built-in set's frames cached (as from the second epoch of a run: its workers persist);
-  and the first pass without workers, where every frame is rendered (decoded, for files).
+  and the first pass without workers, where every frame is rendered (decoded, for files). Each
+  rate is the loader's steady state: timed from the end of its workers' first round of batches,
+  over whole rounds (:func:`steady_batches_per_s`).
 - **Training with its loader.** Steps per second of loading and training together at the default
   workers, which share the machine with the model as in a run (and with a run's intra-op threads,
   ``vidssl.engine.threads``), as a fraction of the model alone: in the first epoch (frames
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import platform
 import resource
@@ -259,34 +262,40 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
             at_run_threads = {"threads": run_threads, "overhead": run_overhead, "quartiles": run_quartiles}
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    indices = list(range(batch_size * (s.loader_batches + 1)))
     # every loader forks its workers as a training run does: this process was spawned, which makes
     # spawn its default, but a run's workers are forked (Linux) and inherit the rendered frames
     fork = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
-    def loader(workers: int) -> DataLoader:
+    def loader(workers: int, batches: int) -> DataLoader:
+        indices = [i % len(dataset) for i in range(batch_size * batches)]  # wraps past the dataset's end
         return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
                           worker_init_fn=seed_worker, collate_fn=collate_samples,
                           multiprocessing_context=fork if workers else None, pin_memory=device.type == "cuda")
 
     def batches_per_s(workers: int, train: bool) -> float:
-        """Batches per second through a fresh loader (worker start-up and the first batch not
-        counted); with ``train`` each batch is also moved to the device and trained on."""
-        it = iter(loader(workers))
-        first = next(it)
-        if train:
-            method_step(0, batch=first)
-        _sync(device)
-        t0 = time.perf_counter()
-        for i in range(s.loader_batches):
-            b = next(it)
+        """Batches per second through a fresh loader in its steady state (:func:`steady_batches_per_s`);
+        with ``train`` each batch is also moved to the device and trained on."""
+
+        def consume(i: int, b: dict) -> None:
             if train:
                 method_step(1000 + i, batch=b)
-        _sync(device)
-        return s.loader_batches / (time.perf_counter() - t0)
+
+        def clock() -> float:
+            _sync(device)
+            return time.perf_counter()
+
+        return steady_batches_per_s(iter(loader(workers, batches_read(workers))), workers, s.loader_batches,
+                                    consume, clock)
+
+    def batches_read(workers: int) -> int:  # a round untimed, then whole rounds
+        per_round = max(1, workers)
+        return per_round * (1 + math.ceil(s.loader_batches / per_round))
 
     synthetic.FRAME_CACHE.clear()  # a first epoch: every frame rendered (decoded, for files)
     first_pass = batches_per_s(0, train=False)
+    # the cached loaders read more batches (a round untimed, whole rounds timed): render the rest untimed
+    for _ in loader(0, max(batches_read(w) for w in (*s.workers, default))):
+        pass
     loader_rates = {str(w): batches_per_s(w, train=False) for w in s.workers}  # frames now cached
     # training with its loader at the default workers, which share the machine with the model (and
     # the threads a run would use): in later epochs (frames cached) and in the first
@@ -304,6 +313,24 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
             "loader_first_pass_batches_per_s": first_pass, "train_with_loader_steps_per_s": train_rates,
             "train_threads": train_threads,
             "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
+
+
+def steady_batches_per_s(batches: Iterator, workers: int, at_least: int, consume: Callable[[int, object], None],
+                         clock: Callable[[], float] = time.perf_counter) -> float:
+    """Batches per second of a loader with ``workers`` workers in its steady state, each batch
+    passed to ``consume``: the loader's workers start together and each delivers a round of one
+    batch per worker in about the same time, so the clock starts after the first round and runs for
+    whole rounds, ``at_least`` batches rounded up to a multiple of the workers. Timed from the first
+    batch, the other workers' first batches would arrive at once (with few timed batches and many
+    workers, the rate of the start-up); a part round would miss batches still in the making."""
+    per_round = max(1, workers)
+    timed = per_round * math.ceil(at_least / per_round)
+    for i in range(per_round):
+        consume(i, next(batches))
+    t0 = clock()
+    for i in range(per_round, per_round + timed):
+        consume(i, next(batches))
+    return timed / (clock() - t0)
 
 
 def ratio_quartiles(times: list[float], bound_times: list[float]) -> tuple[float, list[float]]:
@@ -370,7 +397,9 @@ def render_speed(rows: list[dict]) -> str:
     if not rows:
         return "\n".join(failed) + "\n"
     workers = sorted({w for r in rows for w in r["loader_batches_per_s"]}, key=int)
-    lines = [f"Device: {rows[0]['device']}; laptop configs; {rows[0]['settings']['steps']} timed steps, medians; "
+    overrides = " ".join(rows[0]["settings"]["overrides"])
+    configs = f"laptop configs with `{overrides}`" if overrides else "laptop configs"
+    lines = [f"Device: {rows[0]['device']}; {configs}; {rows[0]['settings']['steps']} timed steps, medians; "
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
              f"compile={rows[0]['settings']['compile']}.", "",
              "| method | backbone | batch | step (ms) | bare backbone (ms) | extras alone (ms) | overhead (quartiles) "
