@@ -299,3 +299,35 @@ def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
     assert torch.get_num_threads() == before  # restored for whoever called train()
     with pytest.raises(ConfigError, match=r"train.threads: must be >= -1"):
         load_config(None, ["train.threads=-2"])
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_resumes(tmp_path, monkeypatch, capsys):
+    """``train.compile`` compiles the step (here with AOTAutograd's eager backend: dynamo's tracing
+    and the autograd split without a C++ compiler); the losses are eager's, the checkpoint's keys
+    too, and an eager checkpoint resumes compiled."""
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    eager = load_config(None, SMALL + [f"train.out={tmp_path / 'eager'}", "train.max_steps=4"])
+    train(eager)
+    compiled = load_config(None, SMALL + [f"train.out={tmp_path / 'compiled'}", "train.max_steps=4",
+                                          "train.compile=true"])
+    counters.clear()
+    train(compiled)
+    assert counters["stats"]["unique_graphs"] > 0  # the step did go through dynamo
+    assert ", compiled" in capsys.readouterr().err
+    a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+    sa = load_checkpoint(tmp_path / "eager/checkpoint.pt")["model"]
+    sb = load_checkpoint(tmp_path / "compiled/checkpoint.pt")["model"]
+    assert sa.keys() == sb.keys()  # no `_orig_mod.` prefix: the method's own state is saved
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-3, atol=1e-5), k
+    more = load_config(None, SMALL + [f"train.out={tmp_path / 'eager'}", "train.max_steps=6", "train.compile=true"])
+    train(more, resume=str(tmp_path / "eager/checkpoint.pt"))
+    assert sorted(losses(tmp_path / "eager")) == list(range(1, 7))

@@ -95,6 +95,7 @@ class TrainConfig:
     nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
     dist_timeout_s: int = 600  # a collective waiting longer (e.g. for a dead rank on another node) fails
     threads: int = 0  # intra-op threads; 0: the cores the loader workers leave; -1: PyTorch's (engine/threads.py)
+    compile: bool = False  # torch.compile the method's step (static shapes; the first steps compile)
 
 
 @dataclass

@@ -171,6 +171,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
         saved = config_from_yaml_text(state["config"])
         saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
         saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads  # this machine's
+        saved.train.compile = cfg.train.compile
         cfg = saved
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
@@ -195,6 +196,8 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                                         broadcast_buffers=False,
                                         # stage-wise methods (MLFO) leave some parameters without gradient in some steps
                                         find_unused_parameters=getattr(method, "unused_parameters", False))
+    if cfg.train.compile:  # the loader drops the last part batch: one shape, compiled once (per MLFO stage)
+        model = torch.compile(model, dynamic=False)  # checkpoints save `method`, whose keys are unchanged
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
@@ -205,7 +208,8 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
                        f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
                        f"device {ctx.device} ({torch.get_num_threads()} threads, {cfg.data.num_workers} workers), "
-                       f"run folder {out}" + (f", resumed at step {step}" if step else ""))
+                       f"run folder {out}" + (", compiled" if cfg.train.compile else "")
+                       + (f", resumed at step {step}" if step else ""))
     _warn_queue_size(cfg, len(dataset), logger if ctx.is_main else None)
     use_amp = cfg.train.amp and ctx.device.type == "cuda"
     skipped_videos, skipped_steps = 0, 0
