@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The GPU speed reports of docs/benchmarks.md ("GPU"), regenerated in one command:
+#
+#     benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|scale|all]
+#
+# `vidssl bench speed` on CUDA in bf16 autocast and channels-last, eager and with torch.compile,
+# on the laptop configs (tiny networks, 32 px) and at 112 px (ResNet-18 for the frame methods,
+# R3D-18 for the clip methods, 8 loader workers), plus benchmarks/gpu_syncs.py; `scale`: larger
+# batches (ResNet-18 at 112 px, batch 128; R3D-18 at 112 px, batch 32) and ResNet-50 at 224 px.
+# Every invocation (compiled: one per method) runs under its own time limit (LIMIT seconds,
+# default 300) and leaves its report in OUT_DIR/NAME/speed.md, its log in OUT_DIR/NAME.log; the
+# archive PACK (default OUT_DIR/reports.tar.gz) of all of them is refreshed after each, so a
+# cut-off session keeps what finished. PYTHON picks the interpreter (default python3), STEPS the
+# timed steps (default 20).
+set -uo pipefail
+out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|scale|all]}
+part=${2:-all}
+py=${PYTHON:-python3}
+limit=${LIMIT:-300}
+steps=${STEPS:-20}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+
+frames=seco,moco,vclr
+clips=corp_f,corp_m,simclr,mlfo
+at112=(augment.size=112 data.synthetic_size=112 data.num_workers=8)
+
+pack=${PACK:-$out/reports.tar.gz}
+pack() { tar -C "$out" -czf "$pack.tmp" --exclude="$(basename "$pack")*" . && mv "$pack.tmp" "$pack"; }
+
+speed() {  # NAME [bench speed arguments...]
+  local name=$1; shift
+  echo "== $name: bench speed $*"
+  timeout "$limit" "$py" -m vidssl.cli bench speed --device cuda --amp --channels-last --steps "$steps" \
+    --out "$out/$name" "$@" 2>&1 | tee "$out/$name.log"
+  pack
+}
+
+if [[ $part == eager || $part == all ]]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
+  "$py" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
+    | tee -a "$out/device.txt"
+  timeout "$limit" "$py" benchmarks/gpu_syncs.py 2>&1 | tee "$out/gpu_syncs.txt"
+  pack
+  speed laptop_bf16_cl --loader-batches 8 --workers 0,2,8
+  speed resnet18_112px_bf16_cl --methods $frames --loader-batches 16 --workers 2,8,14 model.arch=resnet18 "${at112[@]}"
+  speed r3d18_112px_bf16_cl --methods $clips --loader-batches 16 --workers 2,8,14 model.arch=r3d_18 "${at112[@]}"
+fi
+if [[ $part == compiled || $part == all ]]; then  # one method per invocation: each compiles for a minute or more
+  for m in ${frames//,/ } ${clips//,/ }; do
+    speed laptop_bf16_cl_compile_$m --compile --methods $m --loader-batches 2 --workers 0
+  done
+  for m in ${frames//,/ }; do
+    speed resnet18_112px_bf16_cl_compile_$m --compile --methods $m --loader-batches 2 --workers 0 \
+      model.arch=resnet18 "${at112[@]}"
+  done
+  for m in ${clips//,/ }; do
+    speed r3d18_112px_bf16_cl_compile_$m --compile --methods $m --loader-batches 2 --workers 0 \
+      model.arch=r3d_18 "${at112[@]}"
+  done
+fi
+if [[ $part == scale || $part == all ]]; then
+  for m in ${frames//,/ }; do
+    queues=("$m.queue_size=4096")  # raised to hold the larger batches' keys
+    [[ $m == vclr ]] && queues+=(vclr.video_queue_size=1024)
+    speed scale_resnet18_112px_b128_$m --methods $m --loader-batches 2 --workers 8 model.arch=resnet18 \
+      "${at112[@]}" train.batch_size=128 "${queues[@]}"
+    speed scale_resnet50_224px_b64_$m --methods $m --loader-batches 1 --workers 8 model.arch=resnet50 \
+      augment.size=224 data.synthetic_size=224 data.num_workers=8 train.batch_size=64 "${queues[@]}"
+  done
+  speed scale_r3d18_112px_b32_mlfo --methods mlfo --loader-batches 2 --workers 8 model.arch=r3d_18 "${at112[@]}" \
+    train.batch_size=32
+fi
