@@ -288,8 +288,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
                                     consume, clock)
 
     def batches_read(workers: int) -> int:  # a round untimed, then whole rounds
-        per_round = max(1, workers)
-        return per_round * (1 + math.ceil(s.loader_batches / per_round))
+        return sum(loader_rounds(workers, s.loader_batches))
 
     synthetic.FRAME_CACHE.clear()  # a first epoch: every frame rendered (decoded, for files)
     first_pass = batches_per_s(0, train=False)
@@ -315,6 +314,13 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
             "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
 
 
+def loader_rounds(workers: int, at_least: int) -> tuple[int, int]:
+    """A loader's batches per round of its workers (one each; one without workers) and the batches
+    :func:`steady_batches_per_s` times: ``at_least`` rounded up to whole rounds."""
+    per_round = max(1, workers)
+    return per_round, per_round * math.ceil(at_least / per_round)
+
+
 def steady_batches_per_s(batches: Iterator, workers: int, at_least: int, consume: Callable[[int, object], None],
                          clock: Callable[[], float] = time.perf_counter) -> float:
     """Batches per second of a loader with ``workers`` workers in its steady state, each batch
@@ -323,8 +329,7 @@ def steady_batches_per_s(batches: Iterator, workers: int, at_least: int, consume
     whole rounds, ``at_least`` batches rounded up to a multiple of the workers. Timed from the first
     batch, the other workers' first batches would arrive at once (with few timed batches and many
     workers, the rate of the start-up); a part round would miss batches still in the making."""
-    per_round = max(1, workers)
-    timed = per_round * math.ceil(at_least / per_round)
+    per_round, timed = loader_rounds(workers, at_least)
     for i in range(per_round):
         consume(i, next(batches))
     t0 = clock()
