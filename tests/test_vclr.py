@@ -47,7 +47,7 @@ def test_sampler_views_and_anchor():
 
 
 def ref_nce(q, pos, negs, tau):
-    dot = lambda a, b: float((a * b).sum())  # noqa: E731
+    dot = lambda a, b: float((a * b).sum().detach())  # noqa: E731
     num = math.exp(dot(q, pos) / tau)
     return -math.log(num / (num + sum(math.exp(dot(q, n_) / tau) for n_ in negs)))
 
