@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU speed reports of docs/benchmarks.md ("GPU"), regenerated in one command:
 #
-#     benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|scale|all]
+#     benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|graphs|scale|all]
 #
-# `vidssl bench speed` on CUDA in bf16 autocast and channels-last, eager and with torch.compile,
+# `vidssl bench speed` on CUDA in bf16 autocast and channels-last, eager, with torch.compile and
+# with torch.compile's CUDA graphs (`graphs`: --compile-mode reduce-overhead),
 # on the laptop configs (tiny networks, 32 px) and at 112 px (ResNet-18 for the frame methods,
 # R3D-18 for the clip methods, 8 loader workers), plus benchmarks/gpu_syncs.py; `scale`: larger
 # batches (ResNet-18 at 112 px, batch 128; R3D-18 at 112 px, batch 32) and ResNet-50 at 224 px.
@@ -13,7 +14,7 @@
 # cut-off session keeps what finished. PYTHON picks the interpreter (default python3), STEPS the
 # timed steps (default 20).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|scale|all]}
+out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|graphs|scale|all]}
 part=${2:-all}
 py=${PYTHON:-python3}
 limit=${LIMIT:-300}
@@ -46,18 +47,25 @@ if [[ $part == eager || $part == all ]]; then
   speed resnet18_112px_bf16_cl --methods $frames --loader-batches 16 --workers 2,8,14 model.arch=resnet18 "${at112[@]}"
   speed r3d18_112px_bf16_cl --methods $clips --loader-batches 16 --workers 2,8,14 model.arch=r3d_18 "${at112[@]}"
 fi
-if [[ $part == compiled || $part == all ]]; then  # one method per invocation: each compiles for a minute or more
+compiled() {  # TAG COMPILE-ARGUMENTS...: one method per invocation (each compiles for a minute or more)
+  local tag=$1; shift
   for m in ${frames//,/ } ${clips//,/ }; do
-    speed laptop_bf16_cl_compile_$m --compile --methods $m --loader-batches 2 --workers 0
+    speed laptop_bf16_cl_${tag}_$m "$@" --methods $m --loader-batches 2 --workers 0
   done
   for m in ${frames//,/ }; do
-    speed resnet18_112px_bf16_cl_compile_$m --compile --methods $m --loader-batches 2 --workers 0 \
+    speed resnet18_112px_bf16_cl_${tag}_$m "$@" --methods $m --loader-batches 2 --workers 0 \
       model.arch=resnet18 "${at112[@]}"
   done
   for m in ${clips//,/ }; do
-    speed r3d18_112px_bf16_cl_compile_$m --compile --methods $m --loader-batches 2 --workers 0 \
+    speed r3d18_112px_bf16_cl_${tag}_$m "$@" --methods $m --loader-batches 2 --workers 0 \
       model.arch=r3d_18 "${at112[@]}"
   done
+}
+if [[ $part == compiled || $part == all ]]; then
+  compiled compile --compile
+fi
+if [[ $part == graphs || $part == all ]]; then  # compiled, and each graph replayed as a CUDA graph
+  compiled graphs --compile-mode reduce-overhead
 fi
 if [[ $part == scale || $part == all ]]; then
   for m in ${frames//,/ }; do

@@ -53,12 +53,17 @@ def test_mixed_attention_shape_and_parts_sum_to_the_3way_loss():
     assert logits.shape == (30, 3) and len(head.mlp) == 5  # 3 linear layers, 2 ReLUs
     full = F.cross_entropy(logits, labels, reduction="sum")
     assert torch.allclose(corp_m_loss(logits, labels), full, rtol=1e-5)
+    # no same-video pair: the order part is zero, and so is its gradient (masked, not selected)
+    leaf = logits.detach().requires_grad_()
+    order = corp_m_loss(leaf, torch.zeros_like(labels), ("order",))
+    order.backward()
+    assert order.item() == 0 and leaf.grad.abs().sum() == 0
 
 
 def test_three_way_labels_for_every_pair_type():
     i, j, labels = corp_pair_labels(torch.tensor([0, 0, 1, 1]), torch.tensor([30, 10, 5, 50]))
     got = {(int(a), int(b)): int(c) for a, b, c in zip(i, j, labels, strict=True)}
-    assert len(got) == 4 * 3
+    assert list(got) == [(a, b) for a in range(4) for b in range(4) if a != b]  # row-major, each pair once
     assert got[(1, 0)] == 1 and got[(0, 1)] == 2  # clip 1 (start 10) precedes clip 0 (start 30)
     assert got[(2, 3)] == 1 and got[(3, 2)] == 2
     cross = [(a, b) for a in (0, 1) for b in (2, 3)] + [(b, a) for a in (0, 1) for b in (2, 3)]

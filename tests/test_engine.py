@@ -299,13 +299,19 @@ def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
     assert torch.get_num_threads() == before  # restored for whoever called train()
     with pytest.raises(ConfigError, match=r"train.threads: must be >= -1"):
         load_config(None, ["train.threads=-2"])
+    with pytest.raises(ConfigError, match=r"train.compile_mode: 'reduce_overhead' is not one of default, reduce-over"):
+        load_config(None, ["train.compile_mode=reduce_overhead"])
+    with pytest.raises(ConfigError, match=r"train.nan_policy: 'ignore' is not one of stop, skip"):
+        load_config(None, ["train.nan_policy=ignore"])
 
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager_and_resumes(tmp_path, monkeypatch, capsys):
     """``train.compile`` compiles the step (here with AOTAutograd's eager backend: dynamo's tracing
     and the autograd split without a C++ compiler); the losses are eager's, the checkpoint's keys
-    too, and an eager checkpoint resumes compiled."""
+    too, and an eager checkpoint resumes compiled, in the mode the command line gives: with CUDA
+    graphs (reduce-overhead), each step first marks its start, so that the next replay may reuse
+    the memory of the previous step's outputs."""
     import functools
 
     from torch._dynamo.utils import counters
@@ -328,6 +334,11 @@ def test_compiled_training_matches_eager_and_resumes(tmp_path, monkeypatch, caps
     assert sa.keys() == sb.keys()  # no `_orig_mod.` prefix: the method's own state is saved
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-3, atol=1e-5), k
-    more = load_config(None, SMALL + [f"train.out={tmp_path / 'eager'}", "train.max_steps=6", "train.compile=true"])
+    more = load_config(None, SMALL + [f"train.out={tmp_path / 'eager'}", "train.max_steps=6", "train.compile=true",
+                                      "train.compile_mode=reduce-overhead"])
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     train(more, resume=str(tmp_path / "eager/checkpoint.pt"))
     assert sorted(losses(tmp_path / "eager")) == list(range(1, 7))
+    assert len(marks) == 2  # steps 5 and 6
+    assert ", compiled (reduce-overhead), resumed at step 4" in capsys.readouterr().err

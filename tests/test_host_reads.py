@@ -51,6 +51,7 @@ def steps_on_meta(method: str, overrides: list[str], optimizer: str | None = Non
     ("corp_f", []),
     ("corp_f", ["corp_f.relation=mixed"]),
     ("corp_m", []),
+    ("corp_m", ["corp_m.relation=mixed"]),
     ("simclr", []),
     ("mlfo", []),
     ("mlfo", ["mlfo.temporal=input"]),

@@ -12,7 +12,7 @@ from vidssl.losses.contrastive import info_nce
 from vidssl.losses.mlfo import graph_loss, graph_targets, instance_loss, sinkhorn, timestamp_retrieval_loss
 from vidssl.methods.mlfo import MLFO, MLFOConfig
 from vidssl.models.backbones import Backbone
-from vidssl.models.temporal import MotionBranch, MotionExcitation, temporal_augment, time_order
+from vidssl.models.temporal import MotionBranch, MotionExcitation, order_indices, temporal_augment, time_order
 
 SMALL = {"clip_len": 4, "proj_hidden": 32, "proj_dim": 16, "prototypes": 6, "score_queue": 16, "me_reduction": 4,
          "retrieval_levels": ["low"]}
@@ -187,7 +187,7 @@ def test_motion_branch_on_pooled_maps_equals_the_full_excited_maps():
 
     expected = torch.stack([torch.stack([full(clip if o is None else clip[:, :, o]) for o in clip_orders], dim=1)
                             for clip, clip_orders in zip(f.chunk(2), orders, strict=True)])
-    got = branch.reordered(f, orders)
+    got = branch.reordered(f, order_indices(orders, 6, f.device))
     assert got.shape == (2, 4, 3, 8)
     assert torch.allclose(got, expected, atol=1e-5)
     weights = torch.randn(expected.shape, generator=g)
@@ -250,7 +250,8 @@ def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
         f1, f2 = maps[lv][:2], maps[lv][2:4]
         t = f1.shape[2]
         orders = [[None] + [time_order(a, t, g) for a in ("reverse", "shuffle")] for _ in range(2)]
-        e1, e2 = (model.motion[lv].reordered(f, [o])[0] for f, o in zip((f1, f2), orders, strict=True))
+        e1, e2 = (model.motion[lv].reordered(f, order_indices([o], t, f.device))[0]
+                  for f, o in zip((f1, f2), orders, strict=True))
         expected = (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], model.cfg.tau)
                     + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], model.cfg.tau))
         assert torch.allclose(parts[f"aug_{lv}"], model.cfg.aug_weight * expected, atol=1e-5)
@@ -383,3 +384,27 @@ def test_mlfo_step_on_the_papers_backbones(arch):
     assert {"mul_low", "mul_mid", "aug_low", "aug_mid", "ret_low", "ret_mid"} <= set(parts)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_compiled_step_compiles_once_per_stage_not_once_per_epoch():
+    """The epoch reaches the step as three switches (stage two, the score queue, the prototype
+    freeze): a compiled step builds new graphs when one of them flips, not at every epoch (dynamo
+    would recompile each epoch and run eagerly once its recompile limit is reached)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    cfg = MLFOConfig(**SMALL, graph_start=0.25, freeze_prototypes_epochs=1, queue_start_epoch=2)
+    model = MLFO(cfg, Backbone("tiny3d")).train()
+    step = torch.compile(model, backend="eager", dynamic=False)
+    v = views()
+    graphs = []
+    for epoch in range(6):  # of 8: prototypes free from epoch 1; stage two (ceil(0.25 x 8)) and the queue from 2
+        model.set_epoch(epoch, 8)
+        loss, _ = step(v, {}, torch.Generator().manual_seed(epoch))
+        loss.backward()
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] < graphs[1] < graphs[2]  # each stage change compiles (the test sees dynamo at work)
+    assert graphs[3:] == [graphs[2]] * 3
+    torch._dynamo.reset()

@@ -9,7 +9,7 @@ import torch
 
 from vidssl.data.samplers import VCLRSampler
 from vidssl.engine.config import load_config
-from vidssl.methods.vclr import VCLR, VCLRConfig, shuffle_tuples, shuffling_permutations
+from vidssl.methods.vclr import VCLR, VCLRConfig, draw_tuple_shuffles, shuffle_tuples, shuffling_permutations
 from vidssl.models.backbones import Backbone
 
 
@@ -23,8 +23,8 @@ def test_four_way_labels_are_correct_and_balanced():
     g = torch.Generator().manual_seed(0)
     n, b = 3, 4000
     frames = torch.arange(n, dtype=torch.float).expand(b, n)[..., None]  # each feature = its position
-    q, q_flag = shuffle_tuples(frames, g)
-    k, k_flag = shuffle_tuples(frames, g)
+    orders, (q_flag, k_flag) = draw_tuple_shuffles(2, b, n, g, frames.device)
+    q, k = shuffle_tuples(frames, orders[0]), shuffle_tuples(frames, orders[1])
     valid = {tuple(p) for p in shuffling_permutations(n).tolist()}
     for x, flag in ((q, q_flag), (k, k_flag)):
         order = [tuple(int(v) for v in row) for row in x[..., 0]]
@@ -111,6 +111,33 @@ def test_inter_and_intra_losses_against_a_hand_written_reference():
         rows = [[j, j + 1][int(not last[i])] for i in range(b)]  # the j-th other segment of each video
         expected_keys.append(head(m.encoder_k, k_tuple[torch.arange(b), rows], "inter"))
     assert torch.allclose(m.queue.keys[: b * n], torch.cat(expected_keys), atol=1e-6)
+
+def test_order_loss_against_a_hand_written_reference():
+    """L_order (VCLR Sec. 3.3): the query tuple's and the key tuple's order-head embeddings, each
+    shuffled by its own draw (query first, after shuffle-BN's permutation), concatenated and
+    classified 4 ways, the label being ``query shuffled + 2 x key shuffled``."""
+    torch.manual_seed(0)
+    n, b = 3, 6
+    cfg = VCLRConfig(losses=["order"], num_segments=n, head_hidden=16, head_dim=8, shuffle_bn_splits=1)
+    m = VCLR(cfg, Backbone("tiny2d"))
+    views = [torch.randn(b, 3, 16, 16) for _ in range(2 * n + 1)]
+    _, parts = m(views, {"anchor_last": torch.zeros(b, dtype=torch.long)}, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    torch.randperm(b * n + b, generator=g)  # shuffle-BN's draw comes first
+    orders, flags = draw_tuple_shuffles(2, b, n, g, torch.device("cpu"))
+    with torch.no_grad():
+        def order_head(encoder, h):
+            return torch.nn.functional.normalize(encoder.heads.frame(h, ["order"])[:, 0], dim=-1)
+
+        zq = order_head(m.encoder_q, m.backbone(torch.stack(views[:n], 1).flatten(0, 1))).view(b, n, -1)
+        keys = m.encoder_k.backbone(torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]]))
+        zk = order_head(m.encoder_k, keys[: b * n]).view(b, n, -1)
+        rows = torch.arange(b)[:, None]
+        features = torch.cat([zq[rows, orders[0]].flatten(1), zk[rows, orders[1]].flatten(1)], 1)
+        expected = torch.nn.functional.cross_entropy(m.order_classifier(features), flags[0] + 2 * flags[1])
+    assert 0 < int(flags.sum()) < 2 * b  # some tuples shuffled, some not
+    assert torch.allclose(parts["order"].detach(), expected, atol=1e-5)
+
 
 @pytest.mark.parametrize(("arch", "clip_len", "shape"), [("tiny2d", 1, (3, 16, 16)), ("tiny3d", 4, (3, 4, 16, 16))])
 def test_2d_and_3d_variants(arch, clip_len, shape):

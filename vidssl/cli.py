@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vidssl.errors import VidsslError
+from vidssl.errors import ConfigError, VidsslError
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -176,9 +176,13 @@ def cmd_bench_tables(args: argparse.Namespace) -> int:
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from vidssl.bench.speed import SpeedSettings, render_speed, run_speed, write_speed
+    from vidssl.engine.config import COMPILE_MODES
 
+    if args.compile_mode not in (None, *COMPILE_MODES):
+        raise ConfigError(f"--compile-mode: {args.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
     s = SpeedSettings(args.steps, args.loader_batches, tuple(int(w) for w in args.workers.split(",")), args.device,
-                      args.amp, args.channels_last, args.compile, list(args.overrides))
+                      args.amp, args.channels_last, args.compile or args.compile_mode is not None,
+                      args.compile_mode or "default", list(args.overrides))
     rows = run_speed([m.strip() for m in args.methods.split(",") if m.strip()], s)
     print("\n" + render_speed(rows))
     print(f"wrote {write_speed(rows, args.out)}")
@@ -270,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the method")
+    p.add_argument("--compile", action="store_true", help="torch.compile the method and its bound")
+    p.add_argument("--compile-mode", default=None, help="torch.compile's mode (implies --compile): default, "
+                   "reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs")
     p.add_argument("--out", default="docs/results", help="writes speed.md and speed.json here")
     p.add_argument("overrides", nargs="*", help="key=value applied to every method's laptop config")
     p.set_defaults(func=cmd_bench_speed)

@@ -34,8 +34,9 @@
 - **Peak memory.** CUDA: ``max_memory_allocated`` of the step. CPU: the process's peak RSS, each
   method measured in a fresh process.
 
-GPU variants (bf16 autocast, channels-last, ``torch.compile``) are options; every row records the
-device name. With ``torch.compile`` the bound's backbone passes are compiled as well.
+GPU variants (bf16 autocast, channels-last, ``torch.compile`` in any of its modes, of which
+``reduce-overhead`` replays CUDA graphs) are options; every row records the device name. With
+``torch.compile`` the bound's backbone passes are compiled as well, in the same mode.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vidssl.data import synthetic
 from vidssl.data.dataset import collate_samples, seed_worker
+from vidssl.engine.compile import begin_step, compile_step
 from vidssl.engine.config import laptop_config, load_config
 from vidssl.engine.optim import build_optimizer
 from vidssl.engine.threads import intra_op_threads
@@ -73,6 +75,7 @@ class SpeedSettings:
     amp: bool = False  # bf16 autocast (CUDA)
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode (reduce-overhead: CUDA graphs)
     overrides: list[str] = field(default_factory=list)
 
 
@@ -191,14 +194,15 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
     model.train()
     optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
-    step_fn = torch.compile(model, dynamic=False) if s.compile else model  # the batch shape is fixed
+    compile_mode = s.compile_mode if s.compile else None
+    step_fn = compile_step(model, compile_mode) if compile_mode else model  # the batch shape is fixed
     recorder = BackboneRecorder(model)
     backbone_params = [p for bb in recorder.backbones for p in bb.parameters() if p.requires_grad]
     bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
                                      cfg.optim.momentum, cfg.optim.weight_decay)
     # with --compile the bound's backbone passes are compiled too: otherwise the ratio compares
     # compiled against eager code
-    bare_forwards = {bb: torch.compile(bb.forward_levels, dynamic=False) if s.compile else bb.forward_levels
+    bare_forwards = {bb: compile_step(bb.forward_levels, compile_mode) if compile_mode else bb.forward_levels
                      for bb in recorder.backbones}
 
     def autocast() -> contextlib.AbstractContextManager:
@@ -206,6 +210,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
 
     def method_step(generator_seed: int, fn: torch.nn.Module = step_fn, batch: dict | None = None) -> None:
         step_views, step_info = (views, info) if batch is None else to_device(batch)
+        if compile_mode and fn is step_fn:
+            begin_step(compile_mode)
         with autocast():
             loss, _ = fn(step_views, step_info, torch.Generator().manual_seed(generator_seed))
         loss.backward()
@@ -221,6 +227,8 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     def bare(i: int) -> None:
+        if compile_mode:
+            begin_step(compile_mode)
         bare_step(calls, bare_optimizer, autocast(), bare_forwards)
 
     for i in range(3):  # warm-up (and compilation)
@@ -314,6 +322,12 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
             "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
 
 
+def milliseconds(seconds: float) -> str:
+    """A step time for the report: whole milliseconds, with a decimal below 10 ms (GPU steps)."""
+    ms = 1000 * seconds
+    return f"{ms:.1f}" if ms < 10 else f"{ms:.0f}"
+
+
 def loader_rounds(workers: int, at_least: int) -> tuple[int, int]:
     """A loader's batches per round of its workers (one each; one without workers) and the batches
     :func:`steady_batches_per_s` times: ``at_least`` rounded up to whole rounds."""
@@ -383,7 +397,7 @@ def run_speed(methods: list[str], s: SpeedSettings, isolate: bool = True) -> lis
         if "error" in row:
             print(f"[speed] {name}: FAILED: {row['error']}", flush=True)
             continue
-        print(f"[speed] {name}: {row['step_s'] * 1000:.0f} ms/step, bare {row['bare_s'] * 1000:.0f} ms, "
+        print(f"[speed] {name}: {milliseconds(row['step_s'])} ms/step, bare {milliseconds(row['bare_s'])} ms, "
               f"overhead {row['overhead']:.2f}x", flush=True)
     return rows
 
@@ -406,7 +420,9 @@ def render_speed(rows: list[dict]) -> str:
     configs = f"laptop configs with `{overrides}`" if overrides else "laptop configs"
     lines = [f"Device: {rows[0]['device']}; {configs}; {rows[0]['settings']['steps']} timed steps, medians; "
              f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
-             f"compile={rows[0]['settings']['compile']}.", "",
+             f"compile={rows[0]['settings']['compile']}"
+             + (f" ({rows[0]['settings']['compile_mode']})" if rows[0]['settings'].get('compile', False) else "")
+             + ".", "",
              "| method | backbone | batch | step (ms) | bare backbone (ms) | extras alone (ms) | overhead (quartiles) "
              "| overhead at the run's threads | FLOPs against the bound | model steps/s | "
              "loader first pass 0w batches/s | "
@@ -417,13 +433,13 @@ def render_speed(rows: list[dict]) -> str:
         rates, train = r["loader_batches_per_s"], r["train_with_loader_steps_per_s"]
         default = rates.get(str(r["default_workers"]))
         keeps_up = "—" if default is None else ("yes" if default >= r["steps_per_s"] else "**no**")
-        extras = "—" if r.get("extras_s") is None else f"{1000 * r['extras_s']:.1f}"
+        extras = "—" if r.get("extras_s") is None else milliseconds(r["extras_s"])
         overhead = _overhead_text(r["overhead"], r["overhead_quartiles"])
         at_run = "same"
         if run := r.get("overhead_at_run_threads"):
             at_run = f"{_overhead_text(run['overhead'], run['quartiles'])}, {run['threads']} thr."
-        lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {1000 * r['step_s']:.0f} | "
-                     f"{1000 * r['bare_s']:.0f} | {extras} | {overhead} | {at_run} | "
+        lines.append(f"| {r['method']} | {r['arch']} | {r['batch']} | {milliseconds(r['step_s'])} | "
+                     f"{milliseconds(r['bare_s'])} | {extras} | {overhead} | {at_run} | "
                      f"{r['flops'] / r['bare_flops']:.3f}x | {r['steps_per_s']:.2f} | "
                      f"{r['loader_first_pass_batches_per_s']:.2f} | "
                      + " | ".join(f"{rates[w]:.2f}" for w in workers)

@@ -80,6 +80,11 @@ class OptimConfig:
     gamma: float = 0.1
 
 
+NAN_POLICIES = ("stop", "skip")
+# torch.compile's modes; the two with CUDA graphs replay each step's kernels in one launch (on a GPU)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
@@ -96,6 +101,7 @@ class TrainConfig:
     dist_timeout_s: int = 600  # a collective waiting longer (e.g. for a dead rank on another node) fails
     threads: int = 0  # intra-op threads; 0: the cores the loader workers leave; -1: PyTorch's (engine/threads.py)
     compile: bool = False  # torch.compile the method's step (static shapes; the first steps compile)
+    compile_mode: str = "default"  # torch.compile's mode (COMPILE_MODES); reduce-overhead: CUDA graphs
 
 
 @dataclass
@@ -234,6 +240,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         cfg.method_config().validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    for key, value, allowed in (("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES),
+                                ("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)):
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
     if cfg.train.threads < -1:
         raise ConfigError(f"train.threads: must be >= -1 (0: automatic, -1: PyTorch's), got {cfg.train.threads}")
     return cfg

@@ -26,6 +26,7 @@ from vidssl.data.sources import load_source
 from vidssl.data.synthetic import SyntheticVideos
 from vidssl.data.transforms import ClipAugment
 from vidssl.engine.checkpoint import load_checkpoint, save_atomic
+from vidssl.engine.compile import begin_step, compile_step
 from vidssl.engine.config import Config, config_from_yaml_text
 from vidssl.engine.distributed import DistContext, setup, teardown
 from vidssl.engine.logger import RunLogger
@@ -171,7 +172,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
         saved = config_from_yaml_text(state["config"])
         saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
         saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads  # this machine's
-        saved.train.compile = cfg.train.compile
+        saved.train.compile, saved.train.compile_mode = cfg.train.compile, cfg.train.compile_mode
         cfg = saved
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
@@ -196,8 +197,9 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                                         broadcast_buffers=False,
                                         # stage-wise methods (MLFO) leave some parameters without gradient in some steps
                                         find_unused_parameters=getattr(method, "unused_parameters", False))
-    if cfg.train.compile:  # the loader drops the last part batch: one shape, compiled once (per MLFO stage)
-        model = torch.compile(model, dynamic=False)  # checkpoints save `method`, whose keys are unchanged
+    compile_mode = cfg.train.compile_mode if cfg.train.compile else None
+    if compile_mode:
+        model = compile_step(model, compile_mode)  # checkpoints save `method`, whose keys are unchanged
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
@@ -208,7 +210,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
                        f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
                        f"device {ctx.device} ({torch.get_num_threads()} threads, {cfg.data.num_workers} workers), "
-                       f"run folder {out}" + (", compiled" if cfg.train.compile else "")
+                       f"run folder {out}" + (f", compiled ({compile_mode})" if compile_mode else "")
                        + (f", resumed at step {step}" if step else ""))
     _warn_queue_size(cfg, len(dataset), logger if ctx.is_main else None)
     use_amp = cfg.train.amp and ctx.device.type == "cuda"
@@ -263,6 +265,8 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
             sync = contextlib.nullcontext()
             if ctx.distributed and micro < cfg.train.accumulate - 1:
                 sync = model.no_sync()
+            if compile_mode:
+                begin_step(compile_mode)
             with sync:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     loss, parts = model(views, info, generator)

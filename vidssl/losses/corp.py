@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidssl.modules.device import host_to_device
-
 
 def nt_xent(anchors: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor, self_index: torch.Tensor,
             tau: float = 0.1) -> torch.Tensor:
@@ -34,9 +32,11 @@ def corp_pair_labels(video: torch.Tensor, start: torch.Tensor) -> tuple[torch.Te
     3-way labels ``(..., pairs)``: 0 different videos (P1), 1 ``i`` precedes ``j`` (P2), 2 ``j``
     precedes ``i`` (P3). Ties in start (only in videos too short for the sampler) count as P2."""
     n = len(video)
-    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    keep = i != j
-    i, j = host_to_device(i[keep], video.device), host_to_device(j[keep], video.device)
+    # row-major over (i, j): each i with every other j in ascending order, built on the device with
+    # fixed shapes (no boolean selection, which a compiled graph would break at)
+    i = torch.arange(n, device=video.device).repeat_interleave(n - 1)
+    k = torch.arange(n - 1, device=video.device).repeat(n)
+    j = k + (k >= i).long()
     same = video[i] == video[j]
     labels = torch.where(same, torch.where(start[..., i] <= start[..., j], 1, 2), 0)
     return i, j, labels
@@ -54,9 +54,10 @@ def corp_m_loss(logits: torch.Tensor, labels: torch.Tensor,
     if "contrast" in parts:
         log_same = torch.logsumexp(logp[:, 1:], dim=-1)
         total = total - torch.where(same_video, log_same, logp[:, 0]).sum()
-    if "order" in parts and same_video.any():
-        cond = logp[same_video, 1:] - torch.logsumexp(logp[same_video, 1:], dim=-1, keepdim=True)
-        total = total - cond.gather(1, (labels[same_video] - 1)[:, None]).sum()
+    if "order" in parts:  # masked rather than selected: no host-device synchronisation, no graph break
+        cond = logp[:, 1:] - torch.logsumexp(logp[:, 1:], dim=-1, keepdim=True)  # P2 vs P3, given same video
+        picked = cond.gather(1, (labels - 1).clamp(min=0)[:, None])[:, 0]
+        total = total - torch.where(same_video, picked, 0.0).sum()
     return total
 
 

@@ -41,7 +41,7 @@ from vidssl.losses.mlfo import (
 )
 from vidssl.models.backbones import LEVELS, Backbone, require_3d
 from vidssl.models.heads import mlp
-from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, temporal_augment, time_order
+from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, order_indices, temporal_augment, time_order
 from vidssl.modules.batch_norm import forward_per_group
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
 from vidssl.modules.queue import KeyQueue
@@ -131,7 +131,7 @@ class MLFO(nn.Module):
                                          for lv in cfg.temporal_levels})
             self.steps = nn.ModuleDict({lv: StepHead(channels[lv], cfg.proj_hidden, cfg.proj_dim)
                                         for lv in cfg.retrieval_levels})
-        self.epoch, self.epochs = 0, 1
+        self.set_epoch(0, 1)
 
     @property
     def backbone(self) -> Backbone:
@@ -142,13 +142,15 @@ class MLFO(nn.Module):
         return {"sampler": MLFOWindowSampler(2 * cfg.clip_len, tuple(cfg.strides)), "repeat": None, "layout": "clip"}
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
-        """The engine's progress, which drives the two-stage schedule, the prototype freeze and the queue."""
-        self.epoch, self.epochs = epoch, epochs
-
-    @property
-    def graph_active(self) -> bool:
-        """Stage two (Sec. 4.2): L_mul joins after the first ``graph_start`` fraction of the epochs."""
-        return self.cfg.graph_targets != "none" and self.epoch >= math.ceil(self.cfg.graph_start * self.epochs)
+        """The engine's progress, kept as the three switches it drives: stage two (Sec. 4.2: L_mul
+        joins after the first ``graph_start`` fraction of the epochs), the score queue's part in the
+        Sinkhorn problems, and the prototype freeze. Not the epoch itself: a compiled step
+        specialises on the attributes it reads and would recompile at every epoch (and run eagerly
+        once dynamo's recompile limit is reached); on three switches it compiles once per stage."""
+        cfg = self.cfg
+        self.graph_active = cfg.graph_targets != "none" and epoch >= math.ceil(cfg.graph_start * epochs)
+        self.queue_active = epoch >= cfg.queue_start_epoch
+        self.prototypes_frozen = epoch < cfg.freeze_prototypes_epochs
 
     def embed(self, level: str, feature_maps: torch.Tensor, groups: int = 1) -> torch.Tensor:
         """The level's embeddings of ``groups`` batches of clips stacked along dim 0, each batch its
@@ -164,7 +166,7 @@ class MLFO(nn.Module):
         views, b = scores.shape[:2]
         everyone = all_gather_nograd(scores.detach().transpose(0, 1), self.distributed).transpose(0, 1)
         eps, iterations = self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iterations
-        if self.epoch >= self.cfg.queue_start_epoch:
+        if self.queue_active:
             queue = self.score_queue.keys.expand(views, -1, -1)
             valid = torch.cat([torch.ones(everyone.shape[1], dtype=torch.bool, device=scores.device),
                                self.score_queue.filled_mask()])
@@ -194,7 +196,7 @@ class MLFO(nn.Module):
         parts = {"ins": instance_loss(z1, z2, z1_all, z2_all, self_index, cfg.tau)}
 
         prototypes = F.normalize(self.prototypes, dim=1)
-        if self.epoch < cfg.freeze_prototypes_epochs:
+        if self.prototypes_frozen:
             prototypes = prototypes.detach()
         scores = z @ prototypes.T
         codes = self.codes(scores.view(2, b, -1))
@@ -212,9 +214,9 @@ class MLFO(nn.Module):
                                                                        self_index, cfg.tau)
 
         if cfg.temporal == "feature":
-            orders = self.time_orders([levels[lv].shape[2] for lv in cfg.temporal_levels], generator)
-            for lv, clip_orders in zip(cfg.temporal_levels, orders, strict=True):
-                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, levels[lv][: 2 * b], clip_orders)
+            orders = self.time_orders([levels[lv].shape[2] for lv in cfg.temporal_levels], generator, z1.device)
+            for lv, times in zip(cfg.temporal_levels, orders, strict=True):
+                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, levels[lv][: 2 * b], times)
             for lv in cfg.retrieval_levels:
                 parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, levels[lv])
         elif cfg.temporal == "input":
@@ -226,19 +228,22 @@ class MLFO(nn.Module):
         return sum(parts.values()), parts
 
     @torch.compiler.disable
-    def time_orders(self, steps: list[int], generator: torch.Generator | None) -> list[tuple[list, list]]:
-        """For each temporal level (its number of time steps), the orders of clip 1 and of clip 2:
-        ``None`` (as it is), then each ``Aug_k`` of eq. 12, drawn level after level, clip 1 first.
-        Outside compiled graphs: the draws use a generator and a data-dependent check."""
+    def time_orders(self, steps: list[int], generator: torch.Generator | None,
+                    device: torch.device) -> list[torch.Tensor]:
+        """For each temporal level (its number of time steps ``T``), the orders of clip 1 and of
+        clip 2 as ``(2, 1 + A, T)`` indices on ``device`` (:func:`order_indices`): as it is, then
+        each ``Aug_k`` of eq. 12, drawn level after level, clip 1 first. Outside compiled graphs:
+        the draws use a generator and a data-dependent check."""
         augs = self.cfg.temporal_augs
-        return [tuple([None] + [time_order(a, t, generator) for a in augs] for _ in range(2)) for t in steps]
+        return [order_indices([[None] + [time_order(a, t, generator) for a in augs] for _ in range(2)], t, device)
+                for t in steps]
 
-    def motion_loss(self, level: str, pair: torch.Tensor, orders: tuple[list, list]) -> torch.Tensor:
+    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """L_aug (eq. 11-12) at one level on the maps of clip 1 and clip 2 stacked in ``pair``
         ``(2 B, C, T, H, W)``: ME(f^1) and ME(f^2) are positives; the branch applied to each temporal
-        transformation of the anchor's own map (``orders[0][1:]``, ``orders[1][1:]``, see
+        transformation of the anchor's own map (``times[0, 1:]``, ``times[1, 1:]``, see
         :meth:`time_orders`) are its negatives. Both views anchor."""
-        e1, e2 = self.motion[level].reordered(pair, list(orders))  # each (B, 1 + A, d)
+        e1, e2 = self.motion[level].reordered(pair, times)  # each (B, 1 + A, d)
         return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
                 + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))
 

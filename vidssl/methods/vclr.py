@@ -75,15 +75,29 @@ def shuffling_permutations(n: int) -> torch.Tensor:
     return torch.tensor(perms, dtype=torch.long).view(-1, n)
 
 
-def shuffle_tuples(x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffle each row's tuple ``x[b]`` (``(B, N, D)``) with probability 1/2 by a random
-    non-trivial permutation. Returns the tuples and the 0/1 shuffled flags ``(B,)``."""
-    b, n = x.shape[:2]
+@torch.compiler.disable
+def draw_tuple_shuffles(draws: int, b: int, n: int, generator: torch.Generator | None,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``draws`` independent shuffles of ``b`` tuples of ``n`` segments for the 4-way order task:
+    each tuple keeps its order or, with probability 1/2, takes a random permutation that is neither
+    the identity nor the reversal. Returns the orders ``(draws, B, N)`` and the 0/1 shuffled flags
+    ``(draws, B)`` on ``device``, copied together without a host wait. Drawn draw after draw, the
+    flags before the permutations, outside compiled graphs (the draws use a host generator): one
+    graph break for all of them."""
     perms = shuffling_permutations(n)
-    flags = torch.randint(0, 2, (b,), generator=generator)
-    choice = perms[torch.randint(0, len(perms), (b,), generator=generator)]
-    order = host_to_device(torch.where(flags[:, None].bool(), choice, torch.arange(n).expand(b, n)), x.device)
-    return torch.gather(x, 1, order[..., None].expand_as(x)), host_to_device(flags, x.device)
+    drawn = []
+    for _ in range(draws):
+        flags = torch.randint(0, 2, (b,), generator=generator)
+        choice = perms[torch.randint(0, len(perms), (b,), generator=generator)]
+        order = torch.where(flags[:, None].bool(), choice, torch.arange(n).expand(b, n))
+        drawn.append(torch.cat([order, flags[:, None]], 1))
+    together = host_to_device(torch.stack(drawn), device)
+    return together[..., :n], together[..., n]
+
+
+def shuffle_tuples(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Each row's tuple ``x[b]`` (``(B, N, D)``) in the order ``order[b]`` (``(B, N)``)."""
+    return torch.gather(x, 1, order[..., None].expand_as(x))
 
 
 class VCLRHeads(nn.Module):
@@ -190,10 +204,10 @@ class VCLR(nn.Module):
                 parts["intra"] = seco_intra_loss(query[:, i], k_anchor[:, i], other[:, :, i].unbind(1), self.cfg.tau)
         if "order" in losses:
             i = heads_q.column("order")
-            q_shuffled, q_flag = shuffle_tuples(zq[:, :, i], generator)
-            k_shuffled, k_flag = shuffle_tuples(k_tuple[:, :, i], generator)
+            orders, flags = draw_tuple_shuffles(2, b, n, generator, zq.device)  # the query's, the key's
+            q_shuffled, k_shuffled = shuffle_tuples(zq[:, :, i], orders[0]), shuffle_tuples(k_tuple[:, :, i], orders[1])
             logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
-            parts["order"] = order_cross_entropy(logits, q_flag + 2 * k_flag)
+            parts["order"] = order_cross_entropy(logits, flags[0] + 2 * flags[1])
         if "inter" in losses:
             self.queue.enqueue(inter_keys, gather=self.distributed)
         if "video" in losses:

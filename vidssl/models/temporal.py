@@ -31,6 +31,16 @@ def time_order(name: str, t: int, generator: torch.Generator | None = None) -> t
     raise ValueError(f"unknown temporal augmentation {name!r}; choose from {TEMPORAL_AUGS}")
 
 
+def order_indices(orders: list[list[torch.Tensor | None]], t: int, device: torch.device) -> torch.Tensor:
+    """The time orders of ``G`` batches of clips with ``t`` steps (``orders[g]``: the batch's
+    orders, the same number for every batch; ``None``: as it is) as one ``(G, per, t)`` index
+    tensor on ``device`` for :meth:`MotionBranch.reordered`. Stacked on the host and copied
+    without a host wait; called outside compiled graphs, which then see device indices only (a
+    graph with host tensors is not replayed as a CUDA graph)."""
+    stacked = torch.stack([torch.stack([torch.arange(t) if o is None else o for o in batch]) for batch in orders])
+    return host_to_device(stacked, device)
+
+
 def temporal_augment(x: torch.Tensor, name: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """``Aug_k(x)`` of MLFO eq. 12 (and of the input-level baseline) on ``(B, C, T, H, W)``; one
     order for the whole batch."""
@@ -93,13 +103,13 @@ class MotionBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W) -> (B, dim)``."""
-        return self.reordered(x, [[None]])[0, :, 0]
+        return self.reordered(x, torch.arange(x.shape[2], device=x.device)[None, None])[0, :, 0]
 
-    def reordered(self, x: torch.Tensor, orders: list[list[torch.Tensor | None]]) -> torch.Tensor:
-        """The branch applied to each of ``len(orders)`` clips' maps stacked in ``x`` (``G`` batches
-        of ``B`` maps), in each of the time orders ``orders[g]`` of batch ``g`` (``None``: as it is;
-        the same number of orders per batch), every (batch, order) its own call of the branch:
-        ``(G, B, len(orders[g]), dim)``.
+    def reordered(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """The branch applied to each of ``G`` clips' maps stacked in ``x`` (``G`` batches of ``B``
+        maps), in each of the time orders ``times[g]`` of batch ``g`` (``(G, per, T)`` indices on
+        ``x``'s device, :func:`order_indices`), every (batch, order) its own call of the branch:
+        ``(G, B, per, dim)``.
 
         Computed in one pass without the excited or reordered full maps, with the same result: ``A``
         is constant over space, so pooling ``X + X * A`` is ``mean_t(x_t * (1 + A_t))`` with ``x_t``
@@ -109,20 +119,19 @@ class MotionBranch(nn.Module):
         than once per order). The channel-wise motion convolution runs once over every clip and
         order; the expand's and the head's BatchNorms normalise each (batch, order) on its own
         (:func:`forward_per_group`)."""
-        groups, per = len(orders), len(orders[0])
-        b, t = len(x) // groups, x.shape[2]
+        groups, per, _ = times.shape
+        b = len(x) // groups
         steps = x.mean((3, 4))  # (G * B, C, T)
         if self.excite is None:
             pooled = steps.mean(-1).unflatten(0, (groups, 1, b)).expand(-1, per, -1, -1).flatten(0, 2)
         else:
-            # row (g, o, i) of the reordered batches is clip i of batch g at time steps times[g][o]
-            times = torch.stack([torch.arange(t) if o is None else o for batch in orders for o in batch])
-            rows = (torch.arange(groups)[:, None, None] * b + torch.arange(b)).expand(-1, per, -1).flatten()
-            rows = host_to_device(rows[:, None], x.device)
-            times = host_to_device(times.repeat_interleave(b, dim=0), x.device)  # (G * per * B, T)
-            squeezed = self.excite.squeezed(x, groups)[rows, :, times].transpose(1, 2)  # (G * per * B, r, T, H, W)
+            # row (g, o, i) of the reordered batches is clip i of batch g at time steps times[g, o]
+            batch_start = torch.arange(groups, device=x.device)[:, None, None] * b
+            rows = (batch_start + torch.arange(b, device=x.device)).expand(-1, per, -1).reshape(-1, 1)
+            row_times = times.flatten(0, 1).repeat_interleave(b, dim=0)  # (G * per * B, T)
+            squeezed = self.excite.squeezed(x, groups)[rows, :, row_times].transpose(1, 2)  # (G * per * B, r, T, H, W)
             attention = self.excite.attention(self.excite.motion(squeezed), groups * per)
-            pooled = (steps[rows, :, times].transpose(1, 2) * (1 + attention)).mean(-1)
+            pooled = (steps[rows, :, row_times].transpose(1, 2) * (1 + attention)).mean(-1)
         embedded = F.normalize(forward_per_group(self.head, pooled, groups * per), dim=-1)
         return embedded.unflatten(0, (groups, per, b)).transpose(1, 2)
 
