@@ -18,7 +18,7 @@ from vidssl.methods.vclr import VCLR, VCLRConfig
 from vidssl.models.backbones import Backbone
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward
+from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
 
 
 def record_enqueued(queue: KeyQueue) -> dict[str, torch.Tensor]:
@@ -66,14 +66,15 @@ def main(out: str) -> None:
         dist.broadcast(buf, src=0)
     enc.eval()
     xb = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(50 + rank))
-    sbn_eval = shuffle_bn_forward(enc, xb, distributed=True, generator=torch.Generator().manual_seed(3))
+    sbn_eval = shuffle_bn_forward(enc, xb, shuffle_permutation(4, True, torch.Generator().manual_seed(3), xb.device),
+                                  distributed=True)
     plain = enc(xb)
     # Train mode: rows must equal encoding this rank's slice of the shuffled global batch.
     enc.train()
-    perm_gen = torch.Generator().manual_seed(4)
+    perm_gen = torch.Generator().manual_seed(4 if rank == 0 else 99)  # rank 0's draw is the one used
     x_all = all_gather_nograd(xb)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(4))
-    sbn_train = shuffle_bn_forward(enc, xb, distributed=True, generator=perm_gen)
+    sbn_train = shuffle_bn_forward(enc, xb, shuffle_permutation(4, True, perm_gen, xb.device), distributed=True)
     with torch.no_grad():
         outs = torch.cat([enc(x_all[perm[r * 4:(r + 1) * 4]]) for r in range(2)])
     expected = torch.empty_like(outs)

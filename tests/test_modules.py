@@ -11,7 +11,7 @@ from vidssl.models.heads import ParallelHeads, mlp
 from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
 from vidssl.modules.momentum import ema_update_, momentum_copy, parameter_list
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward
+from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
 
 
 def test_queue_fifo_and_wraparound():
@@ -63,20 +63,21 @@ def encoder() -> nn.Module:
 def test_shuffle_bn_equals_unshuffled_with_one_split():
     enc, x = encoder(), torch.randn(8, 4)
     g = torch.Generator().manual_seed(1)
-    out = shuffle_bn_forward(enc, x, distributed=False, splits=1, generator=g)
+    out = shuffle_bn_forward(enc, x, shuffle_permutation(8, False, g, x.device), distributed=False, splits=1)
     assert torch.allclose(out, enc(x), atol=1e-6)
 
 
 def test_shuffle_bn_splits_use_per_chunk_statistics():
     enc, x = encoder(), torch.randn(8, 4)
-    out = shuffle_bn_forward(enc, x, distributed=False, splits=2, generator=torch.Generator().manual_seed(1))
+    drawn = shuffle_permutation(8, False, torch.Generator().manual_seed(1), x.device)
+    out = shuffle_bn_forward(enc, x, drawn, distributed=False, splits=2)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
     expected = torch.empty(8, 3)
     expected[perm] = torch.cat([enc(x[perm[:4]]), enc(x[perm[4:]])])
     assert torch.allclose(out, expected, atol=1e-6)
     assert not torch.allclose(out, enc(x), atol=1e-4)  # BN over a random half differs
     enc.eval()
-    assert torch.allclose(shuffle_bn_forward(enc, x, False, 2), enc(x), atol=1e-6)
+    assert torch.allclose(shuffle_bn_forward(enc, x, drawn, False, 2), enc(x), atol=1e-6)
 
 
 def test_lr_schedule():

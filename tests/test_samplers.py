@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vidssl.data.samplers import (
@@ -68,6 +68,7 @@ def test_vclr_clip_variant(n, seed):
 
 @settings(max_examples=200, deadline=None)
 @given(lengths, seeds, st.integers(2, 4), st.integers(1, 16), st.integers(1, 2))
+@example(n=7, seed=0, k=4, t=2, d=1)  # evenly spaced starts 0, 1.67, 3.33, 5 round to 0, 2, 3, 5: 1 < delta 1.25
 def test_corp_minimal_offset(n, seed, k, t, d):
     s = MinimalOffsetClipSampler(num_clips=k, clip_len=t, dilation=d, max_retries=50)
     plan = s.plan(n, np.random.default_rng(seed))

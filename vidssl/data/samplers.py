@@ -169,15 +169,21 @@ class MinimalOffsetClipSampler(RandomClipsSampler):
 
     @property
     def min_frames(self) -> int:
-        # Smallest L for which K evenly spaced starts satisfy the offset rule.
+        """The smallest length from which on the fallback's starts satisfy the offset rule: K
+        evenly spaced integer starts over ``room = L - span`` frames are at least
+        ``floor(room / (K - 1))`` apart (the rounded spacing), and the rule needs ``delta(L)``.
+        Both grow with ``L`` (the spacing by ``1 / (K - 1)`` per frame, ``delta`` by at most
+        ``1 / K``), but the floor steps: so the last length below which the rule fails is found by
+        scanning up to where ``delta`` stops growing (``D*T``) and the spacing alone grows."""
         dt = self.dilation * self.clip_len
         span = clip_span(self.clip_len, self.dilation)
-        length = span
-        while True:
-            room = length - span
-            if self.num_clips == 1 or room / (self.num_clips - 1) >= self.delta(length):
-                return max(length, dt)
-            length += 1
+        if self.num_clips == 1:
+            return max(span, dt)
+        # from this length on delta is capped at D*T and the spacing only grows
+        settled = dt + self.num_clips * dt + span + (self.num_clips - 1) * (dt + 1)
+        failing = [length for length in range(span, settled + 1)
+                   if (length - span) // (self.num_clips - 1) < self.delta(length)]
+        return max((failing[-1] + 1) if failing else span, dt)
 
     def _satisfied(self, starts: list[int], delta: float) -> bool:
         return all(abs(a - b) >= delta for a, b in combinations(starts, 2))

@@ -17,7 +17,7 @@ from vidssl.models.backbones import Backbone
 from vidssl.models.heads import ParallelHeads, check_head_hidden
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward
+from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
 
 
 @dataclass
@@ -58,12 +58,14 @@ class MoCoV2(nn.Module):
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         view_q, view_k = views
+        # the host's work first (a compiled step breaks here, before its graph): the shuffle, the queue
+        perm = shuffle_permutation(len(view_k), self.distributed, generator, view_k.device)
+        queue = self.queue.snapshot()
         q = self.encoder_q(view_q)[:, 0]
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, view_k, self.distributed, self.cfg.shuffle_bn_splits,
-                                    generator)
+            hk = shuffle_bn_forward(self.encoder_k.backbone, view_k, perm, self.distributed, self.cfg.shuffle_bn_splits)
             k = self.encoder_k.project(hk)[:, 0]
-        loss = info_nce(q, k, self.queue.snapshot(), self.cfg.tau)
+        loss = info_nce(q, k, queue, self.cfg.tau)
         self.queue.enqueue(k, gather=self.distributed)
         return loss, {"infonce": loss}

@@ -19,7 +19,7 @@ from vidssl.models.backbones import Backbone
 from vidssl.models.heads import ParallelHeads, check_head_hidden
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward
+from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
 
 SECO_LOSSES = ("inter", "intra", "order")
 
@@ -94,13 +94,16 @@ class SeCo(nn.Module):
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         anchor_q, anchor_k, frame2, frame3 = views
+        # the host's work first (a compiled step breaks here, before its graph): the shuffle, the queue
+        perm = shuffle_permutation(3 * len(anchor_k), self.distributed, generator, anchor_k.device)
+        queue = self.queue.snapshot()
         q = self.encoder_q.split(self.encoder_q(anchor_q))
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat([anchor_k, frame2, frame3]),
-                                    self.distributed, self.cfg.shuffle_bn_splits, generator)
+            hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat([anchor_k, frame2, frame3]), perm,
+                                    self.distributed, self.cfg.shuffle_bn_splits)
             k = {name: z.chunk(3) for name, z in self.encoder_k.split(self.encoder_k.project(hk)).items()}
-        parts = {"inter": seco_inter_loss(q["inter"], k["inter"], self.queue.snapshot(), self.cfg.tau)}
+        parts = {"inter": seco_inter_loss(q["inter"], k["inter"], queue, self.cfg.tau)}
         if "intra" in q:
             parts["intra"] = seco_intra_loss(q["intra"], k["intra"][0], k["intra"][1:], self.cfg.tau)
         if "order" in q:

@@ -32,7 +32,7 @@ from vidssl.models.heads import ParallelHeads, check_head_hidden, mlp
 from vidssl.modules.device import host_to_device
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward
+from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
 
 VCLR_LOSSES = ("video", "inter", "intra", "order")
 
@@ -167,16 +167,24 @@ class VCLR(nn.Module):
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         n = self.cfg.num_segments
         b = views[0].shape[0]
+        losses = self.cfg.losses
+        # the host's work first (a compiled step breaks here, before its graph): the key batch's
+        # shuffle, then the order task's tuple shuffles (the query's, the key's), and the queues
+        device = views[0].device
+        perm = shuffle_permutation(b * n + b, self.distributed, generator, device)
+        if "order" in losses:
+            orders, flags = draw_tuple_shuffles(2, b, n, generator, device)
+        queue = self.queue.snapshot() if "inter" in losses else None
+        video_queue = self.video_queue.snapshot() if "video" in losses else None
         query_tuple = torch.stack(views[:n], 1)  # (B, N, ...)
         key_inputs = torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]])  # (B*N + B, ...)
         hq = self.backbone(query_tuple.flatten(0, 1)).view(b, n, -1)
         heads_q = self.encoder_q.heads
-        losses = self.cfg.losses
         frame_losses = heads_q.frame is not None
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, self.distributed,
-                                    self.cfg.shuffle_bn_splits, generator)
+            hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, perm, self.distributed,
+                                    self.cfg.shuffle_bn_splits)
             heads_k = self.encoder_k.heads
             if frame_losses:  # one pass over the key tuple and the anchor's second view
                 zk = heads_k.frames(hk)
@@ -186,7 +194,7 @@ class VCLR(nn.Module):
         zq = heads_q.frames(hq) if frame_losses else None  # (B, N, heads, d): every segment, every frame head
         parts: dict[str, torch.Tensor] = {}
         if "video" in losses:
-            parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, self.video_queue.snapshot(), self.cfg.tau)
+            parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, video_queue, self.cfg.tau)
         if "inter" in losses or "intra" in losses:
             last = info["anchor_last"].bool()
             rows = torch.arange(b, device=last.device)
@@ -197,14 +205,12 @@ class VCLR(nn.Module):
             if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
                 i = heads_q.column("inter")
                 inter_keys = torch.cat([k_anchor[:, i], other[:, :, i].transpose(0, 1).flatten(0, 1)])
-                parts["inter"] = seco_inter_loss(query[:, i], inter_keys.chunk(n), self.queue.snapshot(),
-                                                 self.cfg.tau)
+                parts["inter"] = seco_inter_loss(query[:, i], inter_keys.chunk(n), queue, self.cfg.tau)
             if "intra" in losses:
                 i = heads_q.column("intra")
                 parts["intra"] = seco_intra_loss(query[:, i], k_anchor[:, i], other[:, :, i].unbind(1), self.cfg.tau)
         if "order" in losses:
             i = heads_q.column("order")
-            orders, flags = draw_tuple_shuffles(2, b, n, generator, zq.device)  # the query's, the key's
             q_shuffled, k_shuffled = shuffle_tuples(zq[:, :, i], orders[0]), shuffle_tuples(k_tuple[:, :, i], orders[1])
             logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
             parts["order"] = order_cross_entropy(logits, flags[0] + 2 * flags[1])

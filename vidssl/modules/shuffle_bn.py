@@ -19,28 +19,32 @@ from vidssl.modules.distributed import all_gather_nograd, is_distributed
 
 
 @torch.compiler.disable
-def draw_permutation(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """A random permutation of ``n`` drawn on the host (from the step's generator) and copied to
-    ``device`` without a host wait; outside compiled graphs, which see a device tensor only."""
-    return host_to_device(torch.randperm(n, generator=generator), device)
+def shuffle_permutation(batch: int, distributed: bool, generator: torch.Generator | None,
+                        device: torch.device) -> torch.Tensor:
+    """Shuffle-BN's permutation of the global batch (``batch`` rows per rank, times the ranks),
+    drawn on the host from the step's ``generator`` and copied to ``device`` without a host wait;
+    across ranks, rank 0's draw is broadcast to all. Outside compiled graphs: a method calls it at
+    the top of its step, so that a compiled step breaks before its graph rather than inside it."""
+    if is_distributed(distributed):
+        perm = host_to_device(torch.randperm(batch * dist.get_world_size(), generator=generator), device)
+        dist.broadcast(perm, src=0)
+        return perm
+    return host_to_device(torch.randperm(batch, generator=generator), device)
 
 
 @torch.no_grad()
-def shuffle_bn_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                       distributed: bool = True, splits: int = 1,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """``encoder(x)`` computed on a shuffled batch, returned in the original order."""
+def shuffle_bn_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, perm: torch.Tensor,
+                       distributed: bool = True, splits: int = 1) -> torch.Tensor:
+    """``encoder(x)`` computed on the batch shuffled by ``perm`` (:func:`shuffle_permutation`),
+    returned in the original order."""
     if is_distributed(distributed):
         world, rank = dist.get_world_size(), dist.get_rank()
         x_all = all_gather_nograd(x)
-        perm = draw_permutation(x_all.shape[0], generator, x.device)
-        dist.broadcast(perm, src=0)
         local = perm.view(world, -1)[rank]
         out_all = all_gather_nograd(encoder(x_all.index_select(0, local)))
         unshuffled = torch.empty_like(out_all)
         unshuffled[perm] = out_all
         return unshuffled.view(world, -1, *out_all.shape[1:])[rank]
-    perm = draw_permutation(x.shape[0], generator, x.device)
     chunks = [encoder(c) for c in x.index_select(0, perm).chunk(max(splits, 1))]  # (4x cheaper than x[perm])
     out = torch.cat(chunks)
     unshuffled = torch.empty_like(out)
