@@ -173,13 +173,14 @@ class MinimalOffsetClipSampler(RandomClipsSampler):
         evenly spaced integer starts over ``room = L - span`` frames are at least
         ``floor(room / (K - 1))`` apart (the rounded spacing), and the rule needs ``delta(L)``.
         Both grow with ``L`` (the spacing by ``1 / (K - 1)`` per frame, ``delta`` by at most
-        ``1 / K``), but the floor steps: so the last length below which the rule fails is found by
-        scanning up to where ``delta`` stops growing (``D*T``) and the spacing alone grows."""
+        ``1 / K``), but the floor steps, so the rule can fail again above a length where it held:
+        the lengths are scanned up to where ``delta`` has stopped growing (at ``D*T``) and the
+        spacing exceeds it, and the one after the last failing length is returned."""
         dt = self.dilation * self.clip_len
         span = clip_span(self.clip_len, self.dilation)
         if self.num_clips == 1:
             return max(span, dt)
-        # from this length on delta is capped at D*T and the spacing only grows
+        # from this length on delta is capped at D*T and the rounded spacing exceeds it
         settled = dt + self.num_clips * dt + span + (self.num_clips - 1) * (dt + 1)
         failing = [length for length in range(span, settled + 1)
                    if (length - span) // (self.num_clips - 1) < self.delta(length)]
