@@ -210,7 +210,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
 
     def method_step(generator_seed: int, fn: torch.nn.Module = step_fn, batch: dict | None = None) -> None:
         step_views, step_info = (views, info) if batch is None else to_device(batch)
-        if compile_mode and fn is step_fn:
+        if fn is step_fn:
             begin_step(compile_mode)
         with autocast():
             loss, _ = fn(step_views, step_info, torch.Generator().manual_seed(generator_seed))
@@ -227,8 +227,7 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     def bare(i: int) -> None:
-        if compile_mode:
-            begin_step(compile_mode)
+        begin_step(compile_mode)
         bare_step(calls, bare_optimizer, autocast(), bare_forwards)
 
     for i in range(3):  # warm-up (and compilation)
@@ -416,13 +415,13 @@ def render_speed(rows: list[dict]) -> str:
     if not rows:
         return "\n".join(failed) + "\n"
     workers = sorted({w for r in rows for w in r["loader_batches_per_s"]}, key=int)
-    overrides = " ".join(rows[0]["settings"]["overrides"])
+    settings = rows[0]["settings"]
+    overrides = " ".join(settings["overrides"])
     configs = f"laptop configs with `{overrides}`" if overrides else "laptop configs"
-    lines = [f"Device: {rows[0]['device']}; {configs}; {rows[0]['settings']['steps']} timed steps, medians; "
-             f"settings: amp={rows[0]['settings']['amp']}, channels_last={rows[0]['settings']['channels_last']}, "
-             f"compile={rows[0]['settings']['compile']}"
-             + (f" ({rows[0]['settings']['compile_mode']})" if rows[0]['settings'].get('compile', False) else "")
-             + ".", "",
+    compiled = f" ({settings['compile_mode']})" if settings["compile"] else ""
+    lines = [f"Device: {rows[0]['device']}; {configs}; {settings['steps']} timed steps, medians; "
+             f"settings: amp={settings['amp']}, channels_last={settings['channels_last']}, "
+             f"compile={settings['compile']}{compiled}.", "",
              "| method | backbone | batch | step (ms) | bare backbone (ms) | extras alone (ms) | overhead (quartiles) "
              "| overhead at the run's threads | FLOPs against the bound | model steps/s | "
              "loader first pass 0w batches/s | "

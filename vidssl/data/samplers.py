@@ -15,6 +15,7 @@ error the dataset reports as a bad file; samplers never see it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import combinations
 
 import numpy as np
@@ -167,7 +168,7 @@ class MinimalOffsetClipSampler(RandomClipsSampler):
         dt = self.dilation * self.clip_len
         return min(max((num_frames - dt) / self.num_clips, 1.0), float(dt))
 
-    @property
+    @cached_property  # a scan over lengths, read for every sample: computed once per sampler
     def min_frames(self) -> int:
         """The smallest length from which on the fallback's starts satisfy the offset rule: K
         evenly spaced integer starts over ``room = L - span`` frames are at least

@@ -17,9 +17,9 @@ def compile_step(fn: Callable, mode: str = "default") -> Callable:
     return torch.compile(fn, dynamic=False, mode=mode)
 
 
-def begin_step(mode: str) -> None:
-    """Call before each forward pass of a step compiled in ``mode``: with CUDA graphs the outputs of
-    the previous pass (already reduced into the logged totals) may then be overwritten by the next
-    replay, whose memory they share."""
+def begin_step(mode: str | None) -> None:
+    """Call before each forward pass of a step compiled in ``mode`` (``None``: not compiled): with
+    CUDA graphs the outputs of the previous pass (already reduced into the logged totals) may then
+    be overwritten by the next replay, whose memory they share."""
     if mode in CUDA_GRAPH_MODES:
         torch.compiler.cudagraph_mark_step_begin()

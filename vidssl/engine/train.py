@@ -265,8 +265,7 @@ def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
             sync = contextlib.nullcontext()
             if ctx.distributed and micro < cfg.train.accumulate - 1:
                 sync = model.no_sync()
-            if compile_mode:
-                begin_step(compile_mode)
+            begin_step(compile_mode)
             with sync:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     loss, parts = model(views, info, generator)
