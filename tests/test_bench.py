@@ -140,30 +140,44 @@ def test_speed_bench_reports_a_failing_method_and_goes_on():
     assert "| moco |" in text and "- no_such_method: failed:" in text
 
 
-def test_bare_step_times_the_given_backbone_passes():
-    """With --compile the bound runs the compiled passes: bare_step must call the given forwards
-    (same inputs, gradient only where the method had it) and step the optimizer."""
+def test_bare_step_times_the_recorded_backbone_passes():
+    """The bound runs every recorded backbone pass (same inputs, gradient only where the method had
+    it), through the loss function it is given (compiled, with --compile), and steps the optimizer."""
     import torch
 
-    from vidssl.bench.speed import bare_step
+    from vidssl.bench.speed import bare_loss, bare_step
     from vidssl.models.backbones import Backbone
 
     online, frozen = Backbone("tiny2d"), Backbone("tiny2d")
-    x = torch.randn(2, 3, 16, 16)
+    x, y = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     seen = []
+    for bb in (online, frozen):
+        def forward(inp: torch.Tensor, bb: Backbone = bb) -> dict[str, torch.Tensor]:
+            seen.append((bb, inp, torch.is_grad_enabled()))
+            return type(bb).forward_levels(bb, inp)
+        bb.forward_levels = forward
 
-    def forward_of(bb: Backbone):
-        def forward(inp: torch.Tensor) -> dict[str, torch.Tensor]:
-            seen.append((bb, torch.is_grad_enabled()))
-            return bb.forward_levels(inp)
-        return forward
+    calls = [(online, x, True), (frozen, y, False), (online, y, True)]
+    expected = online(x).float().mean() + online(y).float().mean()
+    seen.clear()
+    assert torch.allclose(bare_loss(calls), expected)
+    assert seen == [(online, x, True), (frozen, y, False), (online, y, True)]
 
     before = [p.clone() for p in online.parameters()]
+    frozen_before = [p.clone() for p in frozen.parameters()]
     optimizer = torch.optim.SGD(online.parameters(), lr=0.1)
-    bare_step([(online, x, True), (frozen, x, False)], optimizer, torch.autocast("cpu", enabled=False),
-              {bb: forward_of(bb) for bb in (online, frozen)})
-    assert seen == [(online, True), (frozen, False)]
+    losses = []
+
+    def loss_fn() -> torch.Tensor | None:
+        losses.append(bare_loss(calls))
+        return losses[-1]
+
+    bare_step(loss_fn, optimizer, torch.autocast("cpu", enabled=False))
+    assert len(losses) == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, online.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(frozen_before, frozen.parameters(), strict=True))
+    assert all(p.grad is None for p in online.parameters())  # zeroed after the step
+    assert bare_loss([(frozen, x, False)]) is None
 
 
 class _SimulatedLoader:

@@ -12,6 +12,7 @@ from vidssl.data.decoders import (
     open_video,
     torchcodec_available,
 )
+from vidssl.errors import DecodeError
 
 FORMATS = ["h264_long_gop", "h264_short_gop", "vp9", "mpeg4_avi"]
 
@@ -66,6 +67,22 @@ def test_torchcodec_matches_pyav(video_files, fmt):
     diff = (a.get_frames(idx).float() - b.get_frames(idx).float()).abs()
     # Same frames; the two FFmpeg builds may convert YUV->RGB with different rounding.
     assert diff.mean() < 2.0
+
+
+def test_torchcodec_without_ffmpeg_is_not_available(monkeypatch, video_files):
+    """TorchCodec 0.17 imports without a system FFmpeg and reports no FFmpeg version; its decoder
+    would fail at first use, so it must not count as available (the CLI's check and these tests'
+    skips rely on it)."""
+    torchcodec = pytest.importorskip("torchcodec")
+    monkeypatch.setattr(torchcodec, "ffmpeg_major_version", None)
+    assert not torchcodec_available()
+    # opening a video then fails as a setup error, not as a DecodeError (which a run counts as a
+    # corrupt video and skips: every video would be skipped)
+    with pytest.raises(RuntimeError, match="apt-get install ffmpeg") as info:
+        open_video(video_files["h264_short_gop"], backend="torchcodec")
+    assert not isinstance(info.value, DecodeError)
+    monkeypatch.setattr(torchcodec, "ffmpeg_major_version", 7)
+    assert torchcodec_available()
 
 
 def test_out_of_range_index_is_an_error(video_files):

@@ -81,7 +81,7 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
         raise VidsslError(f"{args.path}: no videos to benchmark")
     backends = ["pyav", "torchcodec"] if args.backend == "auto" else [args.backend]
     if "torchcodec" in backends and not torchcodec_available():
-        print("torchcodec not installed: benchmarking pyav only", file=sys.stderr)
+        print("torchcodec (or the system FFmpeg it needs) not available: benchmarking pyav only", file=sys.stderr)
         backends = [b for b in backends if b != "torchcodec"]
     rows, full = [], {}
     for backend in backends:

@@ -36,12 +36,14 @@
 
 GPU variants (bf16 autocast, channels-last, ``torch.compile`` in any of its modes, of which
 ``reduce-overhead`` replays CUDA graphs) are options; every row records the device name. With
-``torch.compile`` the bound's backbone passes are compiled as well, in the same mode.
+``torch.compile`` the bound's backbone passes are compiled as well, in the same mode and as one
+function (one graph, as the method's step is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -136,16 +138,25 @@ class BackboneRecorder:
                 v.grad = None
 
 
-def bare_step(calls: list[tuple[Backbone, torch.Tensor, bool]], optimizer: torch.optim.Optimizer,
-              autocast: contextlib.AbstractContextManager, forwards: dict[Backbone, Callable]) -> None:
-    """The bare-backbone bound of a step: the same backbone passes (``forwards``: each backbone's
-    ``forward_levels``, or its compiled version), a mean as the loss."""
+def bare_loss(calls: list[tuple[Backbone, torch.Tensor, bool]]) -> torch.Tensor | None:
+    """The bare-backbone bound's forward pass: the backbone passes a step made (same inputs, with
+    gradient where the method had it), each reduced by a mean instead of heads, queues and losses;
+    their sum (``None`` if no pass had gradient)."""
     loss = None
     for bb, x, grad in calls:
-        with torch.set_grad_enabled(grad), autocast:
-            out = forwards[bb](x)["high"].float().mean()
+        with torch.set_grad_enabled(grad):
+            out = bb.forward_levels(x)["high"].float().mean()
         if grad:
             loss = out if loss is None else loss + out
+    return loss
+
+
+def bare_step(loss_fn: Callable[[], torch.Tensor | None], optimizer: torch.optim.Optimizer,
+              autocast: contextlib.AbstractContextManager) -> None:
+    """One step of the bound: ``loss_fn`` (:func:`bare_loss` of a step's calls, or its compiled
+    version: all passes in one graph, like the method's step), backward, the optimizer step."""
+    with autocast:
+        loss = loss_fn()
     if loss is not None:
         loss.backward()
     optimizer.step()
@@ -200,10 +211,10 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
     backbone_params = [p for bb in recorder.backbones for p in bb.parameters() if p.requires_grad]
     bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
                                      cfg.optim.momentum, cfg.optim.weight_decay)
-    # with --compile the bound's backbone passes are compiled too: otherwise the ratio compares
-    # compiled against eager code
-    bare_forwards = {bb: compile_step(bb.forward_levels, compile_mode) if compile_mode else bb.forward_levels
-                     for bb in recorder.backbones}
+    # with --compile the bound's passes are compiled too, as one function like the method's step
+    # (otherwise the ratio would compare compiled against eager code, or one graph against several)
+    eager_bare_loss = functools.partial(bare_loss, recorder.calls)
+    bare_loss_fn = compile_step(eager_bare_loss, compile_mode) if compile_mode else eager_bare_loss
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
@@ -222,13 +233,12 @@ def measure_method(method_name: str, s: SpeedSettings) -> dict:
         method_step(0, model)  # uncompiled: the recording wrappers must run eagerly
     calls = recorder.calls
     flops = {"method": count_flops(lambda: method_step(1, model)),  # eager, like the recording
-             "bare": count_flops(lambda: bare_step(calls, bare_optimizer, autocast(),
-                                                   {bb: bb.forward_levels for bb in recorder.backbones}))}
+             "bare": count_flops(lambda: bare_step(eager_bare_loss, bare_optimizer, autocast()))}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     def bare(i: int) -> None:
         begin_step(compile_mode)
-        bare_step(calls, bare_optimizer, autocast(), bare_forwards)
+        bare_step(bare_loss_fn, bare_optimizer, autocast())
 
     for i in range(3):  # warm-up (and compilation)
         method_step(i)

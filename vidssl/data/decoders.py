@@ -168,13 +168,14 @@ class TorchCodecReader:
     """TorchCodec decoder in exact seek mode (frame index = presentation order, as PyAV)."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        try:
-            from torchcodec.decoders import VideoDecoder
-        except Exception as exc:  # ImportError, or a missing system FFmpeg (RuntimeError/OSError)
+        problem = torchcodec_problem()
+        if problem:  # the setup's fault, not the video's: not a DecodeError, which a run would skip
             raise RuntimeError(
                 "TorchCodec is not usable here: install it with `pip install vidssl[torchcodec]` "
-                f"and system FFmpeg (`apt-get install ffmpeg`). Cause: {exc}"
-            ) from exc
+                f"and system FFmpeg (`apt-get install ffmpeg`). Cause: {problem}"
+            )
+        from torchcodec.decoders import VideoDecoder
+
         self.path = _existing_file(path)
         try:
             self._decoder = VideoDecoder(
@@ -241,12 +242,22 @@ class FrameFolderReader:
         pass
 
 
-def torchcodec_available() -> bool:
+def torchcodec_problem() -> str | None:
+    """Why TorchCodec cannot decode video here (``None``: it can). TorchCodec 0.17 imports without a
+    system FFmpeg (its image decoders need none) and reports ``ffmpeg_major_version = None``; its
+    video decoder would fail at first use."""
     try:
+        import torchcodec
         from torchcodec.decoders import VideoDecoder  # noqa: F401
-    except Exception:
-        return False
-    return True
+    except Exception as exc:  # ImportError, or a missing system FFmpeg in older versions
+        return f"{type(exc).__name__}: {exc}"
+    if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
+        return "TorchCodec found no FFmpeg libraries (versions 4-9) to load"
+    return None
+
+
+def torchcodec_available() -> bool:
+    return torchcodec_problem() is None
 
 
 def open_video(path: str | os.PathLike[str], backend: str = "auto", threads: int = 1) -> VideoReader:
