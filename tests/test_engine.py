@@ -154,6 +154,58 @@ def test_lars_trust_ratio():
     assert torch.allclose(b.detach(), torch.full((2,), 0.9))  # plain SGD for biases and norms
 
 
+def _lars_reference_step(params: list[nn.Parameter], state: dict, lr: float, momentum: float, wd: float,
+                         eta: float, lars: bool) -> None:
+    """LARS one parameter at a time (You et al. 2017; SimCLR's LARS): what the multi-tensor step must
+    equal."""
+    with torch.no_grad():
+        for p in params:
+            if p.grad is None:
+                continue
+            g = p.grad
+            if lars:
+                g = g + wd * p
+                w_norm, g_norm = p.norm(), g.norm()
+                if w_norm > 0 and g_norm > 0:
+                    g = g * (eta * w_norm / g_norm)
+            if p in state:
+                state[p] = momentum * state[p] + g
+            else:
+                state[p] = g.clone()
+            p -= lr * state[p]
+
+
+def test_lars_matches_the_per_parameter_rule():
+    """Three steps with momentum and weight decay, over adapted and plain groups; a zero weight and
+    a zero gradient (trust ratio 1); a parameter whose gradient appears only at the second step (its
+    momentum buffer starts then, while the others' keep running)."""
+    from vidssl.engine.optim import LARS
+
+    torch.manual_seed(0)
+    shapes = [(4, 3), (5, 2, 3), (3, 3), (6,), (2, 2), (3, 2)]
+    params = [nn.Parameter(torch.randn(s)) for s in shapes]
+    params[2].data.zero_()  # zero weight
+    start = [p.detach().clone() for p in params]
+    reference = [nn.Parameter(p.detach().clone()) for p in params]
+    groups = [([0, 1, 4], 0.1, True), ([2, 5], 0.0, True), ([3], 0.0, False)]  # indices, weight decay, LARS
+    lr, momentum, eta = 0.5, 0.9, 0.02
+    optimizer = LARS([{"params": [params[i] for i in idx], "weight_decay": wd, "lars": lars}
+                      for idx, wd, lars in groups], lr=lr, momentum=momentum, eta=eta)
+    state: dict = {}
+    for step in range(3):
+        grads = [torch.randn(s) for s in shapes]
+        grads[5].zero_()  # zero gradient, no weight decay
+        for i, (p, r, g) in enumerate(zip(params, reference, grads, strict=True)):
+            late = i == 4 and step == 0
+            p.grad, r.grad = (None, None) if late else (g.clone(), g.clone())
+        optimizer.step()
+        for idx, wd, lars in groups:
+            _lars_reference_step([reference[i] for i in idx], state, lr, momentum, wd, eta, lars)
+        for p, r in zip(params, reference, strict=True):
+            assert torch.allclose(p, r, atol=1e-6), (step, p, r)
+    assert all(not torch.equal(p, s) for p, s in zip(params[:5], start[:5], strict=True))
+
+
 def _nan_on_call(monkeypatch, call: int) -> dict[str, int]:
     import vidssl.methods.seco as seco_module
 

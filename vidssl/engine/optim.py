@@ -13,7 +13,11 @@ from vidssl.errors import ConfigError
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise trust ratio ``eta * ||w|| / (||g|| + wd * ||w||)``
     (You et al. 2017), as used by SimCLR/CORP. Parameter groups with ``lars=False`` (biases and
-    normalisation parameters, by :func:`param_groups`) get plain SGD without weight decay."""
+    normalisation parameters, by :func:`param_groups`) get plain SGD without weight decay.
+
+    Each group is updated with multi-tensor (``torch._foreach_*``) operations: the norms of all
+    its weights and gradients in one pass, a handful of kernels per group instead of eight per
+    parameter (on a GPU, launches; ResNet-50 has 161 parameters)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  eta: float = 0.001) -> None:
@@ -23,22 +27,32 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["lars"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
-                                        torch.ones_like(w_norm))
-                    g = g * trust
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["lars"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                w_norm = torch.stack(torch._foreach_norm(params))
+                g_norm = torch.stack(torch._foreach_norm(grads))
+                trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
+                                    torch.ones_like(w_norm))
+                torch._foreach_mul_(grads, trust.unbind())
+            # the momentum buffers: a parameter's first update starts its buffer
+            bufs, fresh = [], []
+            for p, g in zip(params, grads, strict=True):
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:
-                    buf = self.state[p]["momentum_buffer"] = torch.clone(g).detach()
+                    fresh.append((p, g))
                 else:
-                    buf.mul_(group["momentum"]).add_(g)
-                p.add_(buf, alpha=-group["lr"])
+                    bufs.append((buf, g))
+            if bufs:
+                running, their_grads = (list(x) for x in zip(*bufs, strict=True))
+                torch._foreach_mul_(running, group["momentum"])
+                torch._foreach_add_(running, their_grads)
+            for p, g in fresh:
+                self.state[p]["momentum_buffer"] = torch.clone(g).detach()
+            torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
 
 
 def param_groups(model: nn.Module, weight_decay: float, lars: bool = False) -> list[dict]:
