@@ -41,6 +41,31 @@ def test_info_nce_known_value():
     assert math.isclose(float(loss), math.log1p(math.exp(-10)), abs_tol=1e-6)
 
 
+def test_info_nce_compiled_form_matches_the_reference_without_cross_entropy():
+    """In a compiled graph info_nce takes its log-sum-exp form, whose graph holds no NLL loss (with
+    its count of valid labels, a kernel Triton failed to compile): the same value and gradients as
+    the eager cross-entropy."""
+    graphs = []
+
+    def keep_graph(gm: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        graphs.append(gm)
+        return gm
+
+    q, k, queue = unit(4, 8, seed=0), unit(4, 8, seed=1), unit(6, 8, seed=2)
+    expected = sum(ref_nce(q[i], k[i], queue, 0.1) for i in range(4)) / 4
+    torch._dynamo.reset()
+    compiled = torch.compile(info_nce, backend=keep_graph, fullgraph=True)
+    qc, qe = q.clone().requires_grad_(), q.clone().requires_grad_()
+    loss = compiled(qc, k, queue, 0.1)
+    torch._dynamo.reset()
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-5)
+    info_nce(qe, k, queue, 0.1).backward()
+    loss.backward()
+    assert torch.allclose(qc.grad, qe.grad, atol=1e-6)
+    ops = {str(n.target) for g in graphs for n in g.graph.nodes}
+    assert any("logsumexp" in op for op in ops) and not any("cross_entropy" in op or "nll" in op for op in ops)
+
+
 def test_seco_inter_is_mean_of_one_nce_per_positive():
     q, queue = unit(4, 8, seed=6), unit(10, 8, seed=7)
     keys = [unit(4, 8, seed=s) for s in (8, 9, 10)]
