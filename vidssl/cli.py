@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vidssl.errors import ConfigError, VidsslError
+from vidssl.errors import VidsslError
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -176,10 +176,10 @@ def cmd_bench_tables(args: argparse.Namespace) -> int:
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from vidssl.bench.speed import SpeedSettings, render_speed, run_speed, write_speed
-    from vidssl.engine.config import COMPILE_MODES
+    from vidssl.engine.config import COMPILE_MODES, check_choice
 
-    if args.compile_mode not in (None, *COMPILE_MODES):
-        raise ConfigError(f"--compile-mode: {args.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    if args.compile_mode is not None:
+        check_choice("--compile-mode", args.compile_mode, COMPILE_MODES)
     s = SpeedSettings(args.steps, args.loader_batches, tuple(int(w) for w in args.workers.split(",")), args.device,
                       args.amp, args.channels_last, args.compile or args.compile_mode is not None,
                       args.compile_mode or "default", list(args.overrides))

@@ -85,6 +85,12 @@ NAN_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    """A ConfigError naming ``key`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
@@ -240,10 +246,8 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         cfg.method_config().validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    for key, value, allowed in (("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES),
-                                ("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)):
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    check_choice("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
+    check_choice("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)
     if cfg.train.threads < -1:
         raise ConfigError(f"train.threads: must be >= -1 (0: automatic, -1: PyTorch's), got {cfg.train.threads}")
     return cfg

@@ -38,21 +38,14 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
                                     torch.ones_like(w_norm))
                 torch._foreach_mul_(grads, trust.unbind())
-            # the momentum buffers: a parameter's first update starts its buffer
-            bufs, fresh = [], []
-            for p, g in zip(params, grads, strict=True):
-                buf = self.state[p].get("momentum_buffer")
-                if buf is None:
-                    fresh.append((p, g))
-                else:
-                    bufs.append((buf, g))
-            if bufs:
-                running, their_grads = (list(x) for x in zip(*bufs, strict=True))
-                torch._foreach_mul_(running, group["momentum"])
-                torch._foreach_add_(running, their_grads)
-            for p, g in fresh:
-                self.state[p]["momentum_buffer"] = torch.clone(g).detach()
-            torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
+            # buf <- m * buf + g; a buffer starts at zero, so a parameter's first update is its g
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, grads)
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
 def param_groups(model: nn.Module, weight_decay: float, lars: bool = False) -> list[dict]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from vidssl.losses.cross_entropy import cross_entropy
 
 
 def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
@@ -19,12 +20,7 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
     pos = (q * k).sum(-1, keepdim=True)
     neg = q @ negatives.float().T if negatives.ndim == 2 else torch.bmm(negatives.float(), q[:, :, None])[..., 0]
     logits = torch.cat([pos, neg], dim=1) / tau
-    if torch.compiler.is_compiling():
-        # the same value without cross-entropy's count of valid labels, whose fused mean Triton
-        # failed to compile at 384 rows (torch 2.11, H100; docs/benchmarks.md); inductor fuses this
-        return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
-    # eagerly the fused log-softmax and NLL kernels: twice as fast on CPU as the form above
-    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+    return cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
 def seco_inter_loss(query: torch.Tensor, positives: list[torch.Tensor] | tuple[torch.Tensor, ...],

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vidssl.losses.cross_entropy import cross_entropy
+
 GRAPH_TARGETS = ("onehot", "instance", "semantic", "combined")
 
 
@@ -136,6 +138,6 @@ def timestamp_retrieval_loss(short: torch.Tensor, long: torch.Tensor, offset: in
         raise ValueError(f"short steps {offset}..{offset + s - 1} fall outside the {long.shape[1]} long steps")
     logits = torch.einsum("bsd,bld->bsl", short.float(), long.float()) / tau  # (B, S, L)
     steps = torch.arange(s, device=short.device).repeat(b)
-    forward = F.cross_entropy(logits.reshape(b * s, -1), steps + offset)
-    backward = F.cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)
+    forward = cross_entropy(logits.reshape(b * s, -1), steps + offset)
+    backward = cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)
     return 0.5 * (forward + backward)

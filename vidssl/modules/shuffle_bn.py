@@ -25,11 +25,12 @@ def shuffle_permutation(batch: int, distributed: bool, generator: torch.Generato
     drawn on the host from the step's ``generator`` and copied to ``device`` without a host wait;
     across ranks, rank 0's draw is broadcast to all. Outside compiled graphs: a method calls it at
     the top of its step, so that a compiled step breaks before its graph rather than inside it."""
-    if is_distributed(distributed):
-        perm = host_to_device(torch.randperm(batch * dist.get_world_size(), generator=generator), device)
+    across_ranks = is_distributed(distributed)
+    world = dist.get_world_size() if across_ranks else 1
+    perm = host_to_device(torch.randperm(batch * world, generator=generator), device)
+    if across_ranks:
         dist.broadcast(perm, src=0)
-        return perm
-    return host_to_device(torch.randperm(batch, generator=generator), device)
+    return perm
 
 
 @torch.no_grad()
