@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU speed reports of docs/benchmarks.md ("GPU"), regenerated in one command:
 #
-#     benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|graphs|scale|scale-graphs|all]
+#     benchmarks/gpu_speed.sh OUT_DIR [eager|losses|compiled|graphs|scale|scale-graphs|all]
 #
 # `vidssl bench speed` on CUDA in bf16 autocast and channels-last, eager, with torch.compile and
 # with torch.compile's CUDA graphs (`graphs`: --compile-mode reduce-overhead),
 # on the laptop configs (tiny networks, 32 px) and at 112 px (ResNet-18 for the frame methods,
-# R3D-18 for the clip methods, 8 loader workers), plus benchmarks/gpu_syncs.py; `scale`: larger
-# batches (ResNet-18 at 112 px, batch 128; R3D-18 at 112 px, batch 32) and ResNet-50 at 224 px;
+# R3D-18 for the clip methods, 8 loader workers), plus benchmarks/gpu_syncs.py; `losses`: every
+# classification-shaped loss compiled against eager (benchmarks/compile_losses.py); `scale`: larger
+# batches (ResNet-18 at 112 px, batch 128 for the frame methods; R3D-18 at 112 px, batch 32 for the clip
+# methods) and ResNet-50 at 224 px;
 # `scale-graphs`: the same with CUDA graphs (ResNet-50 only with SIZES=224).
 # Every invocation (compiled: one per method) runs under its own time limit (LIMIT seconds,
 # default 300) and leaves its report in OUT_DIR/NAME/speed.md, its log in OUT_DIR/NAME.log; the
@@ -16,7 +18,7 @@
 # timed steps (default 20); for the compiled parts, METHODS picks methods (default all seven, comma
 # separated) and SIZES the configs (default "laptop 112").
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|compiled|graphs|scale|scale-graphs|all]}
+out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|losses|compiled|graphs|scale|scale-graphs|all]}
 part=${2:-all}
 py=${PYTHON:-python3}
 limit=${LIMIT:-300}
@@ -50,6 +52,10 @@ if [[ $part == eager || $part == all ]]; then
   speed laptop_bf16_cl --loader-batches 8 --workers 0,2,8
   speed resnet18_112px_bf16_cl --methods $frames --loader-batches 16 --workers 2,8,14 model.arch=resnet18 "${at112[@]}"
   speed r3d18_112px_bf16_cl --methods $clips --loader-batches 16 --workers 2,8,14 model.arch=r3d_18 "${at112[@]}"
+fi
+if [[ $part == losses || $part == all ]]; then  # Triton compiles every loss (a failure names the loss)
+  timeout "$limit" "$py" benchmarks/compile_losses.py 2>&1 | tee "$out/compile_losses.txt"
+  pack
 fi
 compiled() {  # TAG COMPILE-ARGUMENTS...: one method per invocation (each compiles for a minute or more)
   local tag=$1; shift
@@ -87,8 +93,10 @@ scale() {  # TAG [bench speed arguments...]: larger batches and inputs
       --workers 8 model.arch=resnet50 augment.size=224 data.synthetic_size=224 data.num_workers=8 \
       train.batch_size=64 "${queues[@]}"
   done
-  [[ $picked == *,mlfo,* ]] && speed scale_r3d18_112px_b32_${tag}mlfo "$@" --methods mlfo --loader-batches 2 \
-    --workers 8 model.arch=r3d_18 "${at112[@]}" train.batch_size=32
+  for m in ${clips//,/ }; do
+    [[ $picked == *,$m,* ]] && speed scale_r3d18_112px_b32_$tag$m "$@" --methods $m --loader-batches 2 \
+      --workers 8 model.arch=r3d_18 "${at112[@]}" train.batch_size=32
+  done
   return 0
 }
 if [[ $part == scale || $part == all ]]; then

@@ -232,7 +232,7 @@ def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, caps
     seen = []
     monkeypatch.setattr(speed, "run_speed", lambda methods, s: seen.append((methods, s)) or [])
     monkeypatch.setattr(speed, "render_speed", lambda rows: "")
-    monkeypatch.setattr(speed, "write_speed", lambda rows, out: out)
+    monkeypatch.setattr(speed, "write_speed", lambda rows, out, name: out)
     for flags in (["--compile-mode", "reduce-overhead"], ["--compile"], []):
         assert main(["bench", "speed", "--methods", "seco", *flags, "--out", str(tmp_path)]) == 0
     assert [(s.compile, s.compile_mode) for _, s in seen] == [(True, "reduce-overhead"), (True, "default"),
@@ -240,3 +240,61 @@ def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, caps
     assert main(["bench", "speed", "--compile-mode", "reduce_overhead", "--out", str(tmp_path)]) == 2
     assert "--compile-mode: 'reduce_overhead' is not one of default, reduce-overhead" in capsys.readouterr().err
     assert len(seen) == 3
+
+
+def test_ordering_verdict_weighs_the_gap_against_its_standard_error():
+    from vidssl.bench.tables import ordering_verdict
+
+    better = [0.3, 0.4, 0.5]  # mean 0.4, variance 0.01: the gap's standard error is sqrt(2 * 0.01 / 3) = 0.0816
+    assert ordering_verdict(better, [0.1, 0.2, 0.3]) == "holds"  # gap 0.2 > 2 * 0.0816
+    assert ordering_verdict(better, [0.25, 0.35, 0.45]) == "holds, within noise"  # gap 0.05
+    assert ordering_verdict([0.25, 0.35, 0.45], better) == "reversed, within noise"
+    assert ordering_verdict([0.1, 0.2, 0.3], better) == "reversed"
+    assert ordering_verdict([0.1, 0.1, 0.1], [0.2, 0.2, 0.2]) == "reversed"  # no spread: any gap counts
+    assert ordering_verdict(better, [0.15, 0.25, 0.35]) == "holds, within noise"  # 0.15 < 0.163
+    assert ordering_verdict([0.5], [0.1, 0.2]) == "holds, within noise (one seed)"
+    assert ordering_verdict([0.25, 0.75], [0.5, 0.5]) == "tied"
+
+
+def test_every_claim_names_rows_of_its_table():
+    for name, table in TABLES.items():
+        labels = {row.label for row in table.rows}
+        assert table.claims, name
+        for better, worse in table.claims:
+            assert {better, worse} <= labels and better != worse, (name, better, worse)
+
+
+def test_rendered_table_checks_the_papers_orderings(monkeypatch):
+    monkeypatch.setitem(TABLES, "tiny", Table("tiny table", "A > B, B > C", (
+        Row("A", "seco"), Row("B", "seco", ("seco.losses=[inter]",)), Row("C", "moco")),
+        (("A", "B"), ("B", "C"))))
+
+    def runs(motion: list[float], appearance: list[float]) -> list[dict]:
+        return [{"seed": k, "metrics": {**dict.fromkeys(tables.METRICS, 0.5), "motion_svm": m, "appearance_svm": a}}
+                for k, (m, a) in enumerate(zip(motion, appearance, strict=True))]
+
+    text = tables.render("tiny", {"A": runs([0.3, 0.4, 0.5], [0.3, 0.4, 0.5]),
+                                  "B": runs([0.1, 0.2, 0.3], [0.35, 0.45, 0.55])}, Budget())
+    assert "| A > B | 40.0 vs 20.0: holds | 40.0 vs 45.0: reversed, within noise |" in text
+    assert "| B > C | not run | not run |" in text  # C has no runs
+
+
+def test_bench_all_writes_the_laptop_report_and_every_table(monkeypatch, tmp_path):
+    from vidssl.bench import speed
+    from vidssl.cli import main
+
+    seen = {}
+    monkeypatch.setattr(speed, "run_speed", lambda methods, s: seen.update(methods=methods, speed=s) or [])
+    monkeypatch.setattr(speed, "render_speed", lambda rows: "report")
+
+    def fake_run_tables(tables_, seeds, budget, root, docs, rows):
+        seen.update(tables=tables_, seeds=seeds, epochs=budget.epochs, root=root, docs=docs)
+        return {}
+
+    monkeypatch.setattr(tables, "run_tables", fake_run_tables)
+    assert main(["bench", "all", "--docs", str(tmp_path), "--out", str(tmp_path / "runs"), "--seeds", "0,1"]) == 0
+    assert (tmp_path / "speed_laptop.md").read_text() == "report" and (tmp_path / "speed_laptop.json").is_file()
+    assert (seen["speed"].steps, seen["speed"].loader_batches, seen["speed"].device) == (40, 20, "cpu")
+    assert len(seen["methods"]) == 7
+    assert seen["tables"] == list(TABLES) and seen["seeds"] == [0, 1] and seen["epochs"] == 10
+    assert (seen["root"], seen["docs"]) == (str(tmp_path / "runs"), str(tmp_path))

@@ -162,12 +162,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_tables(args: argparse.Namespace) -> int:
-    from vidssl.bench.tables import Budget, run_tables
+    from vidssl.bench.tables import TABLES, Budget, run_tables
 
     budget = Budget(epochs=args.epochs, eval_clips=args.eval_clips, num_workers=args.workers,
                     extra=list(args.overrides))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    rendered = run_tables([t.strip() for t in args.tables.split(",") if t.strip()],
+    rendered = run_tables([t.strip() for t in args.tables.split(",") if t.strip()] or list(TABLES),
                           [int(s) for s in args.seeds.split(",")], budget, args.out, args.docs or None, rows)
     for text in rendered.values():
         print("\n" + text)
@@ -185,11 +185,23 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
                       args.compile_mode or "default", list(args.overrides))
     rows = run_speed([m.strip() for m in args.methods.split(",") if m.strip()], s)
     print("\n" + render_speed(rows))
-    print(f"wrote {write_speed(rows, args.out)}")
+    print(f"wrote {write_speed(rows, args.out, args.name)}")
     failed = [r["method"] for r in rows if "error" in r]
     if failed:
         print(f"bench speed: failed: {', '.join(failed)} (the error is in the report)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    """Everything docs/results holds from the laptop: the CPU speed report (``speed_laptop.md``, at
+    the settings the docs give) and every table, as ``bench speed`` and ``bench tables`` make them."""
+    parser = build_parser()
+    speed = parser.parse_args(["bench", "speed", "--device", "cpu", "--steps", "40", "--loader-batches", "20",
+                               "--out", args.docs, "--name", "speed_laptop"])
+    tables = parser.parse_args(["bench", "tables", "--seeds", args.seeds, "--epochs", str(args.epochs),
+                                "--out", args.out, "--docs", args.docs])
+    speed_status = 0 if args.skip_speed else cmd_bench_speed(speed)
+    return max(speed_status, cmd_bench_tables(tables))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -254,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the papers' tables at laptop scale; throughput")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     p = bsub.add_parser("tables", help="ablation tables on the built-in data (pretrain + evaluate, resumable)")
-    p.add_argument("--tables", default="seco,vclr,corp,mlfo,baselines", help="comma-separated: seco, vclr, corp, "
-                   "mlfo, baselines")
+    p.add_argument("--tables", default="", help="comma-separated: seco, vclr, corp, corp_f, mlfo, baselines "
+                   "(default: all)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated pretraining seeds")
-    p.add_argument("--epochs", type=int, default=15, help="pretraining epochs per run (the budget)")
+    p.add_argument("--epochs", type=int, default=10, help="pretraining epochs per run (the budget)")
     p.add_argument("--rows", default="", help="comma-separated row labels or slugs (default: all)")
     p.add_argument("--eval-clips", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
@@ -277,9 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the method and its bound")
     p.add_argument("--compile-mode", default=None, help="torch.compile's mode (implies --compile): default, "
                    "reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs")
-    p.add_argument("--out", default="docs/results", help="writes speed.md and speed.json here")
+    p.add_argument("--out", default="docs/results", help="writes NAME.md and NAME.json here")
+    p.add_argument("--name", default="speed", help="the report's file name, without extension (default speed)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every method's laptop config")
     p.set_defaults(func=cmd_bench_speed)
+
+    p = bsub.add_parser("all", help="regenerate docs/results: the laptop speed report and every table (~3 h on 2 "
+                        "cores; finished table runs are reused)")
+    p.add_argument("--docs", default="docs/results", help="where the reports, tables and plots go")
+    p.add_argument("--out", default="runs/bench", help="the tables' runs (one JSON per run)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--skip-speed", action="store_true", help="the tables only")
+    p.set_defaults(func=cmd_bench_all)
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
     p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")

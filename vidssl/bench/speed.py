@@ -458,9 +458,10 @@ def render_speed(rows: list[dict]) -> str:
     return "\n".join(lines + ([""] + failed if failed else [])) + "\n"
 
 
-def write_speed(rows: list[dict], out: str | Path) -> Path:
+def write_speed(rows: list[dict], out: str | Path, name: str = "speed") -> Path:
+    """``<out>/<name>.json`` (the measurements) and ``<out>/<name>.md`` (:func:`render_speed`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "speed.md").write_text(render_speed(rows))
-    return out / "speed.md"
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / f"{name}.md").write_text(render_speed(rows))
+    return out / f"{name}.md"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,10 +61,7 @@ class Table:
     title: str
     paper: str  # the ordering the paper reports
     rows: tuple[Row, ...]
-
-
-def _corp(label: str, method: str = "corp_f", *overrides: str) -> Row:
-    return Row(label, method, overrides)
+    claims: tuple[tuple[str, str], ...] = ()  # that ordering as (better row, worse row) pairs, checked on ours
 
 
 TABLES: dict[str, Table] = {
@@ -72,27 +70,43 @@ TABLES: dict[str, Table] = {
         Row("Inter", "seco", ("seco.losses=[inter]",)),
         Row("Inter+Intra", "seco", ("seco.losses=[inter, intra]",)),
         Row("Inter+Intra+Order", "seco"),
-    )),
+    ), (("Inter+Intra", "Inter"), ("Inter+Intra+Order", "Inter+Intra"))),
     # the 4-way order term needs N >= 3 (with fewer segments every shuffle is the identity or the
     # reversal) and SeCo's terms N >= 2, so the segments rows run N = 2..4 without the order term
-    "vclr": Table("VCLR segments (VCLR Table 7), without the order term", "more segments better, saturating", (
+    "vclr": Table("VCLR segments (VCLR Table 7), without the order term",
+                  "more segments better, saturating (Table 7); the order term adds to the other three (Table 6)", (
         *(Row(f"N={n}", "vclr", (f"vclr.num_segments={n}", "vclr.losses=[video, inter, intra]")) for n in (2, 3, 4)),
         Row("N=3 with the order term (full VCLR)", "vclr"),
-    )),
-    "corp": Table("CORP ablation (CORP Table 6)",
-                  "both > contrast-only > order-only; decoupling > mixed; 2-layer relation MLP best; "
-                  "CORP_m: more clips better", (
+    ), (("N=3", "N=2"), ("N=4", "N=3"), ("N=3 with the order term (full VCLR)", "N=3"))),
+    # CORP's Table 6 ablates CORP_m (on Something-Something V2): tasks, clips, attention, layers
+    "corp": Table("CORP ablation (CORP Table 6, on CORP_m)",
+                  "both > order-only > contrast-only (6a); more clips better, K=2 < 3 < 4 (6b); decoupling > "
+                  "mixed (6c); 2-layer relation MLP > 1 (6d)", (
                       Row("random init (tiny3d)", "random:tiny3d"),
-                      Row("SimCLR/CVRL clips", "simclr"),
-                      _corp("CORP_f contrast only", "corp_f", "corp_f.losses=[contrast]"),
-                      _corp("CORP_f order only", "corp_f", "corp_f.losses=[order]"),
-                      _corp("CORP_f both, decoupling, MLP 2", "corp_f"),
-                      _corp("CORP_f both, mixed, MLP 2", "corp_f", "corp_f.relation=mixed"),
-                      _corp("CORP_f both, decoupling, MLP 1", "corp_f", "corp_f.mlp_layers=1"),
-                      _corp("CORP_f both, decoupling, MLP 3", "corp_f", "corp_f.mlp_layers=3"),
-                      _corp("CORP_m K=2", "corp_m", "corp_m.num_clips=2"),
-                      _corp("CORP_m K=4", "corp_m"),  # the default K
-                  )),
+                      Row("CORP_m contrast only", "corp_m", ("corp_m.losses=[contrast]",)),
+                      Row("CORP_m order only", "corp_m", ("corp_m.losses=[order]",)),
+                      Row("CORP_m both, K=4, decoupling, MLP 2", "corp_m"),  # the paper's default
+                      Row("CORP_m K=2", "corp_m", ("corp_m.num_clips=2",)),
+                      Row("CORP_m K=3", "corp_m", ("corp_m.num_clips=3",)),
+                      Row("CORP_m mixed attention", "corp_m", ("corp_m.relation=mixed",)),
+                      Row("CORP_m MLP 1", "corp_m", ("corp_m.mlp_layers=1",)),
+                  ), (("CORP_m both, K=4, decoupling, MLP 2", "CORP_m order only"),
+                      ("CORP_m order only", "CORP_m contrast only"),
+                      ("CORP_m K=3", "CORP_m K=2"), ("CORP_m both, K=4, decoupling, MLP 2", "CORP_m K=3"),
+                      ("CORP_m both, K=4, decoupling, MLP 2", "CORP_m mixed attention"),
+                      ("CORP_m both, K=4, decoupling, MLP 2", "CORP_m MLP 1"))),
+    # the same ablations on CORP_f, which the paper does not report (its Table 6e: SimCLR-based < CORP_f)
+    "corp_f": Table("CORP_f ablation (Table 6's rows on CORP_f; not in the paper)",
+                    "not reported for CORP_f; Table 6e: SimCLR-based < CORP_f", (
+                        Row("random init (tiny3d)", "random:tiny3d"),
+                        Row("SimCLR/CVRL clips", "simclr"),
+                        Row("CORP_f contrast only", "corp_f", ("corp_f.losses=[contrast]",)),
+                        Row("CORP_f order only", "corp_f", ("corp_f.losses=[order]",)),
+                        Row("CORP_f both, decoupling, MLP 2", "corp_f"),
+                        Row("CORP_f both, mixed, MLP 2", "corp_f", ("corp_f.relation=mixed",)),
+                        Row("CORP_f both, decoupling, MLP 1", "corp_f", ("corp_f.mlp_layers=1",)),
+                        Row("CORP_f both, decoupling, MLP 3", "corp_f", ("corp_f.mlp_layers=3",)),
+                    ), (("CORP_f both, decoupling, MLP 2", "SimCLR/CVRL clips"),)),
     "mlfo": Table("MLFO ablations (MLFO Tables 2 and 3)",
                   "Table 2: combined multi-level > combined high-only > instance > w/o > one-hot > semantic; "
                   "Table 3 (R3D/S3D): feature-level TM > no TM > input-level TM", (
@@ -105,8 +119,13 @@ TABLES: dict[str, Table] = {
                       Row("combined, multi-level (full)", "mlfo"),
                       Row("no temporal modelling", "mlfo", ("mlfo.temporal=none",)),
                       Row("input-level temporal modelling", "mlfo", ("mlfo.temporal=input",)),
-                  )),
-    "baselines": Table("Methods against their baselines", "SSL > random init; MoCo-v2 < SeCo; SimCLR < CORP_f", (
+                  ), (("combined, multi-level (full)", "combined, high level only"),
+                      ("combined, high level only", "instance, multi-level"), ("instance, multi-level", "w/o graph"),
+                      ("w/o graph", "one-hot, multi-level"), ("one-hot, multi-level", "semantic, multi-level"),
+                      ("combined, multi-level (full)", "no temporal modelling"),
+                      ("no temporal modelling", "input-level temporal modelling"))),
+    "baselines": Table("Methods against their baselines", "SSL > random init; MoCo-v2 < SeCo (SeCo Table 1); "
+                       "SimCLR < CORP_f (CORP Table 6e); SeCo < VCLR (VCLR Table 1)", (
         Row("random init (tiny2d)", "random:tiny2d"),
         Row("MoCo-v2 frames", "moco"),
         Row("SeCo", "seco"),
@@ -116,7 +135,10 @@ TABLES: dict[str, Table] = {
         Row("CORP_f", "corp_f"),
         Row("CORP_m", "corp_m"),
         Row("MLFO", "mlfo"),
-    )),
+    ), (*((method, f"random init ({arch})") for method, arch in (("MoCo-v2 frames", "tiny2d"), ("SeCo", "tiny2d"),
+         ("VCLR", "tiny2d"), ("SimCLR/CVRL clips", "tiny3d"), ("CORP_f", "tiny3d"), ("CORP_m", "tiny3d"),
+         ("MLFO", "tiny3d"))),
+        ("SeCo", "MoCo-v2 frames"), ("CORP_f", "SimCLR/CVRL clips"), ("VCLR", "SeCo"))),
 }
 
 METRICS = ("motion_svm", "motion_r1", "motion_r5", "appearance_svm", "appearance_r1", "appearance_r5",
@@ -128,7 +150,7 @@ HEADERS = {"motion_svm": "motion SVM", "motion_r1": "motion R@1", "motion_r5": "
 
 @dataclass
 class Budget:
-    epochs: int = 15
+    epochs: int = 10
     eval_clips: int = 10  # clips (3D) per video; 2D encoders use 30 frames
     eval_videos: int = 400  # the built-in set's size for evaluation (its default split: 320 train, 80 test)
     num_workers: int = 2
@@ -208,6 +230,43 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) < 2 else f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
+CLAIM_METRICS = ("motion_svm", "appearance_svm")  # the papers' claims are about action recognition accuracy
+
+
+def ordering_verdict(better: list[float], worse: list[float]) -> str:
+    """Whether a paper's ordering ``better > worse`` holds on our runs (one value per seed each):
+    ``holds`` / ``reversed`` (or ``tied``) by the means, and ``within noise`` where the gap is no more than twice
+    its standard error (Welch: ``sqrt(s_b^2 / n_b + s_w^2 / n_w)`` over the seeds), or where a
+    side has a single seed and no spread to judge by."""
+    gap = statistics.fmean(better) - statistics.fmean(worse)
+    if gap == 0:
+        return "tied"
+    word = "holds" if gap > 0 else "reversed"
+    if min(len(better), len(worse)) < 2:
+        return f"{word}, within noise (one seed)"
+    se = math.sqrt(statistics.variance(better) / len(better) + statistics.variance(worse) / len(worse))
+    return word if abs(gap) > 2 * se else f"{word}, within noise"
+
+
+def render_claims(t: Table, values: dict[str, dict[str, list[float]]]) -> list[str]:
+    """The paper's orderings checked on ours: one line per claim, each of :data:`CLAIM_METRICS`
+    with both means and :func:`ordering_verdict` (``values``: row label -> metric -> per-seed values;
+    a row without values is reported as not run)."""
+    if not t.claims:
+        return []
+    lines = ["", "The paper's orderings on our figures (\"within noise\": the gap is at most twice its standard "
+             "error over the seeds):", "", "| paper: better > worse | " + " | ".join(HEADERS[m] for m in CLAIM_METRICS)
+             + " |", "|---|" + "---|" * len(CLAIM_METRICS)]
+    for better, worse in t.claims:
+        cells = []
+        for m in CLAIM_METRICS:
+            b, w = values.get(better, {}).get(m, []), values.get(worse, {}).get(m, [])
+            cells.append(f"{100 * statistics.fmean(b):.1f} vs {100 * statistics.fmean(w):.1f}: "
+                         f"{ordering_verdict(b, w)}" if b and w else "not run")
+        lines.append(f"| {better} > {worse} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(table: str, results: dict[str, list[dict]], budget: Budget) -> str:
     """Markdown: one line per row with results (``results``: row label -> its runs)."""
     t = TABLES[table]
@@ -219,16 +278,19 @@ def render(table: str, results: dict[str, list[dict]], budget: Budget) -> str:
              f"{budget.eval_clips} clips (3D) or 30 frames (2D) per video; order probes chance 50. Paper: {t.paper}.",
              "", "| row | " + " | ".join(HEADERS[m] for m in METRICS) + " | runs |",
              "|---|" + "---:|" * (len(METRICS) + 1)]
+    values: dict[str, dict[str, list[float]]] = {}  # row label -> metric -> per-seed values (finished runs)
     for row in t.rows:
         mine = results.get(row.label, [])
         if not mine:
             continue
         ok = [r for r in mine if r["metrics"] is not None]
-        cells = [_mean_std([r["metrics"][m] for r in ok]) if ok else "—" for m in METRICS]
+        if ok:
+            values[row.label] = {m: [r["metrics"][m] for r in ok] for m in METRICS}
+        cells = [_mean_std(values[row.label][m]) if ok else "—" for m in METRICS]
         failed = len(mine) - len(ok)
         lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {len(ok)}"
                      + (f" (+{failed} diverged)" if failed else "") + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + render_claims(t, values)) + "\n"
 
 
 def plot(table: str, results: dict[str, list[dict]], path: Path) -> None:
