@@ -242,16 +242,23 @@ def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, caps
     assert len(seen) == 3
 
 
-def test_ordering_verdict_weighs_the_gap_against_its_standard_error():
+def test_ordering_verdict_is_welchs_t_test():
+    import math
+
     from vidssl.bench.tables import ordering_verdict
 
-    better = [0.3, 0.4, 0.5]  # mean 0.4, variance 0.01: the gap's standard error is sqrt(2 * 0.01 / 3) = 0.0816
-    assert ordering_verdict(better, [0.1, 0.2, 0.3]) == "holds"  # gap 0.2 > 2 * 0.0816
-    assert ordering_verdict(better, [0.25, 0.35, 0.45]) == "holds, within noise"  # gap 0.05
-    assert ordering_verdict([0.25, 0.35, 0.45], better) == "reversed, within noise"
-    assert ordering_verdict([0.1, 0.2, 0.3], better) == "reversed"
-    assert ordering_verdict([0.1, 0.1, 0.1], [0.2, 0.2, 0.2]) == "reversed"  # no spread: any gap counts
-    assert ordering_verdict(better, [0.15, 0.25, 0.35]) == "holds, within noise"  # 0.15 < 0.163
+    def p_two_sided_df4(t: float) -> float:  # Student's t with 4 degrees of freedom, in closed form
+        x = t / math.sqrt(t * t + 4)
+        return 1 - x * (3 - x * x) / 2
+
+    # three seeds a side with equal variances 0.01: Welch's t = gap / sqrt(2 * 0.01 / 3), 4 degrees of freedom
+    better = [0.3, 0.4, 0.5]
+    p_small, p_large = p_two_sided_df4(0.2 / math.sqrt(0.02 / 3)), p_two_sided_df4(0.3 / math.sqrt(0.02 / 3))
+    assert f"{p_small:.2f}" == "0.07" and f"{p_large:.2f}" == "0.02"
+    assert ordering_verdict(better, [0.1, 0.2, 0.3]) == f"holds, within noise (p = {p_small:.2f})"
+    assert ordering_verdict(better, [0.0, 0.1, 0.2]) == f"holds (p = {p_large:.2f})"
+    assert ordering_verdict([0.0, 0.1, 0.2], better) == f"reversed (p = {p_large:.2f})"
+    assert ordering_verdict([0.1, 0.1, 0.1], [0.2, 0.2, 0.2]) == "reversed (no spread)"
     assert ordering_verdict([0.5], [0.1, 0.2]) == "holds, within noise (one seed)"
     assert ordering_verdict([0.25, 0.75], [0.5, 0.5]) == "tied"
 
@@ -275,7 +282,9 @@ def test_rendered_table_checks_the_papers_orderings(monkeypatch):
 
     text = tables.render("tiny", {"A": runs([0.3, 0.4, 0.5], [0.3, 0.4, 0.5]),
                                   "B": runs([0.1, 0.2, 0.3], [0.35, 0.45, 0.55])}, Budget())
-    assert "| A > B | 40.0 vs 20.0: holds | 40.0 vs 45.0: reversed, within noise |" in text
+    assert "Paper: A > B, B > C." in text
+    assert ("| A > B | 40.0 vs 20.0: holds, within noise (p = 0.07) "
+            "| 40.0 vs 45.0: reversed, within noise (p = 0.57) |") in text
     assert "| B > C | not run | not run |" in text  # C has no runs
 
 

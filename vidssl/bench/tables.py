@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -233,19 +232,22 @@ def _mean_std(values: list[float]) -> str:
 CLAIM_METRICS = ("motion_svm", "appearance_svm")  # the papers' claims are about action recognition accuracy
 
 
-def ordering_verdict(better: list[float], worse: list[float]) -> str:
+def ordering_verdict(better: list[float], worse: list[float], alpha: float = 0.05) -> str:
     """Whether a paper's ordering ``better > worse`` holds on our runs (one value per seed each):
-    ``holds`` / ``reversed`` (or ``tied``) by the means, and ``within noise`` where the gap is no more than twice
-    its standard error (Welch: ``sqrt(s_b^2 / n_b + s_w^2 / n_w)`` over the seeds), or where a
-    side has a single seed and no spread to judge by."""
+    ``holds`` / ``reversed`` (or ``tied``) by the means, with the p-value of Welch's t-test (two-sided,
+    unequal variances), and ``within noise`` where ``p >= alpha`` or a side has a single seed."""
+    from scipy import stats
+
     gap = statistics.fmean(better) - statistics.fmean(worse)
     if gap == 0:
         return "tied"
     word = "holds" if gap > 0 else "reversed"
     if min(len(better), len(worse)) < 2:
         return f"{word}, within noise (one seed)"
-    se = math.sqrt(statistics.variance(better) / len(better) + statistics.variance(worse) / len(worse))
-    return word if abs(gap) > 2 * se else f"{word}, within noise"
+    if statistics.variance(better) == 0 == statistics.variance(worse):
+        return f"{word} (no spread)"
+    p = float(stats.ttest_ind(better, worse, equal_var=False).pvalue)
+    return f"{word} (p = {p:.2f})" if p < alpha else f"{word}, within noise (p = {p:.2f})"
 
 
 def render_claims(t: Table, values: dict[str, dict[str, list[float]]]) -> list[str]:
@@ -254,8 +256,8 @@ def render_claims(t: Table, values: dict[str, dict[str, list[float]]]) -> list[s
     a row without values is reported as not run)."""
     if not t.claims:
         return []
-    lines = ["", "The paper's orderings on our figures (\"within noise\": the gap is at most twice its standard "
-             "error over the seeds):", "", "| paper: better > worse | " + " | ".join(HEADERS[m] for m in CLAIM_METRICS)
+    lines = ["", "The paper's orderings on our figures (p: Welch's t-test over the seeds, two-sided; \"within "
+             "noise\": p >= 0.05):", "", "| paper: better > worse | " + " | ".join(HEADERS[m] for m in CLAIM_METRICS)
              + " |", "|---|" + "---|" * len(CLAIM_METRICS)]
     for better, worse in t.claims:
         cells = []
