@@ -307,3 +307,24 @@ def test_bench_all_writes_the_laptop_report_and_every_table(monkeypatch, tmp_pat
     assert len(seen["methods"]) == 7
     assert seen["tables"] == list(TABLES) and seen["seeds"] == [0, 1] and seen["epochs"] == 10
     assert (seen["root"], seen["docs"]) == (str(tmp_path / "runs"), str(tmp_path))
+
+
+def test_bench_rows_add_to_a_table_without_dropping_its_finished_rows(tmp_path, monkeypatch):
+    monkeypatch.setitem(TABLES, "tiny", Table("tiny table", "A > B", (
+        Row("A", "seco"), Row("B", "seco", ("seco.losses=[inter]",))), (("A", "B"),)))
+    trained = []
+    monkeypatch.setattr(tables, "_pretrain", lambda row, seed, budget, folder: trained.append((row.label, seed))
+                        or ("spec", 1.0))
+    monkeypatch.setattr(tables, "evaluate", lambda spec, budget, features: dict.fromkeys(tables.METRICS, 0.5))
+    monkeypatch.setattr(tables, "plot", lambda table, results, path: path.write_text("png"))
+    budget = Budget(epochs=1)
+    text = run_tables(["tiny"], [0, 1], budget, tmp_path, tmp_path / "docs", rows=["b"])["tiny"]  # by slug
+    assert trained == [("B", 0), ("B", 1)] and "| B |" in text and "| A |" not in text
+    text = run_tables(["tiny"], [0, 1], budget, tmp_path, tmp_path / "docs", rows=["A"])["tiny"]
+    assert trained[2:] == [("A", 0), ("A", 1)]  # B's finished runs are shown, not run again
+    assert "| A |" in text and "| B |" in text and (tmp_path / "docs" / "tiny.md").read_text().count("| 2 |") == 2
+    with pytest.raises(ConfigError, match=r"unknown row\(s\) 'C' in tiny; rows \(label or slug\): a, b"):
+        run_tables(["tiny"], [0], budget, tmp_path, None, rows=["A", "C"])
+    with pytest.raises(ConfigError, match="unknown table"):  # refused before the valid table runs
+        run_tables(["tiny", "nope"], [2], budget, tmp_path, None)
+    assert len(trained) == 4

@@ -201,12 +201,23 @@ def evaluate(spec: str, budget: Budget, cache: Path) -> dict[str, float]:
     return out
 
 
+def _run_folder(row: Row, seed: int, budget: Budget, root: Path) -> Path:
+    return root / "runs" / row.run_key(budget.extra) / f"seed{seed}"
+
+
+def finished_result(row: Row, seed: int, budget: Budget, root: Path) -> dict | None:
+    """The result of (row, seed) under ``budget`` if that run has finished, else ``None``."""
+    result_file = _run_folder(row, seed, budget, root) / "result.json"
+    return json.loads(result_file.read_text()) if result_file.is_file() else None
+
+
 def run_one(row: Row, seed: int, budget: Budget, root: Path) -> dict:
     """Pretrain and evaluate one (row, seed); reuses a finished result."""
-    folder = root / "runs" / row.run_key(budget.extra) / f"seed{seed}"
+    done = finished_result(row, seed, budget, root)
+    if done is not None:
+        return done
+    folder = _run_folder(row, seed, budget, root)
     result_file = folder / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     try:
         spec, seconds = _pretrain(row, seed, budget, folder / "pretrain")
@@ -323,16 +334,31 @@ def plot(table: str, results: dict[str, list[dict]], path: Path) -> None:
 
 def run_tables(tables: list[str], seeds: list[int], budget: Budget, root: str | Path, docs: str | Path | None,
                rows: list[str] | None = None) -> dict[str, str]:
-    """Run (or reuse) every (row, seed) of ``tables``; write ``<docs>/<table>.md`` and a PNG."""
+    """Run (or reuse) every (row, seed) of ``tables``; write ``<docs>/<table>.md`` and a PNG.
+
+    ``rows`` (labels or slugs) restricts what runs; the tables still show every other row whose
+    runs have finished, so that adding or refreshing a row does not drop the rest from the docs.
+    Unknown tables and rows are refused before anything runs."""
     root = Path(root)
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TABLES)}")
+    if rows:
+        known = {name for t in tables for row in TABLES[t].rows for name in (row.slug, row.label)}
+        missing = [r for r in rows if r not in known]
+        if missing:
+            slugs = ", ".join(dict.fromkeys(row.slug for t in tables for row in TABLES[t].rows))
+            raise ConfigError(f"unknown row(s) {', '.join(map(repr, missing))} in {', '.join(tables)}; "
+                              f"rows (label or slug): {slugs}")
     rendered = {}
     for table in tables:
-        if table not in TABLES:
-            raise ConfigError(f"unknown table {table!r}; choose from {', '.join(TABLES)}")
         results: dict[str, list[dict]] = {}
         for seed in seeds:
             for row in TABLES[table].rows:
                 if rows and row.slug not in rows and row.label not in rows:
+                    done = finished_result(row, seed, budget, root)  # shown, not run
+                    if done is not None:
+                        results.setdefault(row.label, []).append(done)
                     continue
                 print(f"[bench] {table} / {row.label} / seed {seed}", flush=True)
                 results.setdefault(row.label, []).append(run_one(row, seed, budget, root))
