@@ -239,6 +239,8 @@ def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, caps
                                                               (False, "default")]
     assert main(["bench", "speed", "--compile-mode", "reduce_overhead", "--out", str(tmp_path)]) == 2
     assert "--compile-mode: 'reduce_overhead' is not one of default, reduce-overhead" in capsys.readouterr().err
+    assert main(["bench", "speed", "--name", "../speed", "--out", str(tmp_path)]) == 2
+    assert "--name: '../speed' is not a file name" in capsys.readouterr().err
     assert len(seen) == 3
 
 

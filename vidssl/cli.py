@@ -180,6 +180,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
     if args.compile_mode is not None:
         check_choice("--compile-mode", args.compile_mode, COMPILE_MODES)
+    if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
+        raise VidsslError(f"--name: {args.name!r} is not a file name (the report goes to --out/NAME.md)")
     s = SpeedSettings(args.steps, args.loader_batches, tuple(int(w) for w in args.workers.split(",")), args.device,
                       args.amp, args.channels_last, args.compile or args.compile_mode is not None,
                       args.compile_mode or "default", list(args.overrides))
