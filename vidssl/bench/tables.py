@@ -6,7 +6,8 @@ linear SVM (C by cross-validation) and retrieval on the motion labels (the time-
 role Something-Something plays in the papers) and on the appearance labels, separately, plus the
 label-free arrow-of-time and clip-order probes. Results are one JSON per run (a finished run is
 never redone, so an interrupted bench resumes), then mean ± std over seeds in a markdown table per
-paper table, next to the ordering the paper reports, and a bar plot.
+paper table, next to the ordering the paper reports and that ordering checked claim by claim
+(Welch's t-test over the seeds), and a bar plot.
 """
 
 from __future__ import annotations
