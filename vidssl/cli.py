@@ -200,8 +200,9 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     parser = build_parser()
     speed = parser.parse_args(["bench", "speed", "--device", "cpu", "--steps", "40", "--loader-batches", "20",
                                "--out", args.docs, "--name", "speed_laptop"])
-    tables = parser.parse_args(["bench", "tables", "--seeds", args.seeds, "--epochs", str(args.epochs),
-                                "--out", args.out, "--docs", args.docs])
+    given = (("seeds", args.seeds), ("epochs", args.epochs))  # unset: bench tables' defaults
+    budget = [f"--{key}={value}" for key, value in given if value is not None]
+    tables = parser.parse_args(["bench", "tables", *budget, "--out", args.out, "--docs", args.docs])
     speed_status = 0 if args.skip_speed else cmd_bench_speed(speed)
     return max(speed_status, cmd_bench_tables(tables))
 
@@ -300,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cores; finished table runs are reused)")
     p.add_argument("--docs", default="docs/results", help="where the reports, tables and plots go")
     p.add_argument("--out", default="runs/bench", help="the tables' runs (one JSON per run)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", default=None, help="as bench tables (default 0,1,2)")
+    p.add_argument("--epochs", type=int, default=None, help="as bench tables (default 10)")
     p.add_argument("--skip-speed", action="store_true", help="the tables only")
     p.set_defaults(func=cmd_bench_all)
 

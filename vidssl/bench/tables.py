@@ -202,13 +202,14 @@ def evaluate(spec: str, budget: Budget, cache: Path) -> dict[str, float]:
     return out
 
 
-def _run_folder(row: Row, seed: int, budget: Budget, root: Path) -> Path:
-    return root / "runs" / row.run_key(budget.extra) / f"seed{seed}"
+def _result_file(row: Row, seed: int, budget: Budget, root: Path) -> Path:
+    """Where (row, seed) under ``budget`` keeps its result; its run folder is the parent."""
+    return root / "runs" / row.run_key(budget.extra) / f"seed{seed}" / "result.json"
 
 
 def finished_result(row: Row, seed: int, budget: Budget, root: Path) -> dict | None:
     """The result of (row, seed) under ``budget`` if that run has finished, else ``None``."""
-    result_file = _run_folder(row, seed, budget, root) / "result.json"
+    result_file = _result_file(row, seed, budget, root)
     return json.loads(result_file.read_text()) if result_file.is_file() else None
 
 
@@ -217,8 +218,8 @@ def run_one(row: Row, seed: int, budget: Budget, root: Path) -> dict:
     done = finished_result(row, seed, budget, root)
     if done is not None:
         return done
-    folder = _run_folder(row, seed, budget, root)
-    result_file = folder / "result.json"
+    result_file = _result_file(row, seed, budget, root)
+    folder = result_file.parent
     folder.mkdir(parents=True, exist_ok=True)
     try:
         spec, seconds = _pretrain(row, seed, budget, folder / "pretrain")
@@ -242,9 +243,10 @@ def _mean_std(values: list[float]) -> str:
 
 
 CLAIM_METRICS = ("motion_svm", "appearance_svm")  # the papers' claims are about action recognition accuracy
+CLAIM_ALPHA = 0.05  # a claim's gap is "within noise" at p >= this
 
 
-def ordering_verdict(better: list[float], worse: list[float], alpha: float = 0.05) -> str:
+def ordering_verdict(better: list[float], worse: list[float], alpha: float = CLAIM_ALPHA) -> str:
     """Whether a paper's ordering ``better > worse`` holds on our runs (one value per seed each):
     ``holds`` / ``reversed`` (or ``tied``) by the means, with the p-value of Welch's t-test (two-sided,
     unequal variances), and ``within noise`` where ``p >= alpha`` or a side has a single seed."""
@@ -269,8 +271,9 @@ def render_claims(t: Table, values: dict[str, dict[str, list[float]]]) -> list[s
     if not t.claims:
         return []
     lines = ["", "The paper's orderings on our figures (p: Welch's t-test over the seeds, two-sided; \"within "
-             "noise\": p >= 0.05):", "", "| paper: better > worse | " + " | ".join(HEADERS[m] for m in CLAIM_METRICS)
-             + " |", "|---|" + "---|" * len(CLAIM_METRICS)]
+             f"noise\": p >= {CLAIM_ALPHA}):", "",
+             "| paper: better > worse | " + " | ".join(HEADERS[m] for m in CLAIM_METRICS) + " |",
+             "|---|" + "---|" * len(CLAIM_METRICS)]
     for better, worse in t.claims:
         cells = []
         for m in CLAIM_METRICS:
