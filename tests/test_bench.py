@@ -223,6 +223,8 @@ def test_bench_cli_passes_the_budget_by_name(monkeypatch, capsys):
     b = seen["budget"]
     assert (b.epochs, b.eval_clips, b.eval_videos, b.num_workers, b.extra) == (3, 4, 400, 1, ["train.batch_size=32"])
     assert seen["seeds"] == [0, 1] and seen["docs"] is None and "table text" in capsys.readouterr().out
+    assert main(["bench", "tables", "--tables", "corp"]) == 0
+    assert seen["seeds"] is None and seen["budget"].epochs == 10  # each row's own seeds
 
 
 def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, capsys, tmp_path):
@@ -247,6 +249,8 @@ def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, caps
 def test_ordering_verdict_is_welchs_t_test():
     import math
 
+    from scipy import stats
+
     from vidssl.bench.tables import ordering_verdict
 
     def p_two_sided_df4(t: float) -> float:  # Student's t with 4 degrees of freedom, in closed form
@@ -257,10 +261,23 @@ def test_ordering_verdict_is_welchs_t_test():
     better = [0.3, 0.4, 0.5]
     p_small, p_large = p_two_sided_df4(0.2 / math.sqrt(0.02 / 3)), p_two_sided_df4(0.3 / math.sqrt(0.02 / 3))
     assert f"{p_small:.2f}" == "0.07" and f"{p_large:.2f}" == "0.02"
-    assert ordering_verdict(better, [0.1, 0.2, 0.3]) == f"holds, within noise (p = {p_small:.2f})"
+    # within noise, the detectable gap: (t[0.975] + t[0.8]) * SE, Student's t quantiles at 4 degrees of freedom
+    detectable = (2.776445 + 0.940965) * math.sqrt(0.02 / 3)
+    assert f"{100 * detectable:.1f}" == "30.4"
+    assert ordering_verdict(better, [0.1, 0.2, 0.3]) == f"holds, within noise (p = {p_small:.2f}; detectable gap 30.4)"
+    # unequal spreads and counts: Welch-Satterthwaite df = (a + b)^2 / (a^2/2 + b^2/3), a = 0.01/3, b = 0.04/4
+    a, b = 0.01 / 3, 0.04 / 4
+    df = (a + b) ** 2 / (a * a / 2 + b * b / 3)
+    assert df == pytest.approx(4.5714, abs=1e-4)  # not the pooled test's 5
+    detectable = (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * math.sqrt(a + b)
+    assert ordering_verdict(better, [0.2, 0.2, 0.2, 0.6]) == ("holds, within noise (p = 0.43; detectable gap "
+                                                              f"{100 * detectable:.1f})")
     assert ordering_verdict(better, [0.0, 0.1, 0.2]) == f"holds (p = {p_large:.2f})"
     assert ordering_verdict([0.0, 0.1, 0.2], better) == f"reversed (p = {p_large:.2f})"
     assert ordering_verdict([0.1, 0.1, 0.1], [0.2, 0.2, 0.2]) == "reversed (no spread)"
+    assert 0.001 < p_two_sided_df4(0.4 / math.sqrt(0.02 / 3)) < 0.01  # 0.0078
+    assert ordering_verdict([0.7, 0.8, 0.9], [0.3, 0.4, 0.5]) == "holds (p < 0.01)"
+    assert ordering_verdict([0.50, 0.51, 0.52], [0.20, 0.21, 0.22]) == "holds (p < 0.001)"  # t = 36.7, df 4
     assert ordering_verdict([0.5], [0.1, 0.2]) == "holds, within noise (one seed)"
     assert ordering_verdict([0.25, 0.75], [0.5, 0.5]) == "tied"
 
@@ -285,8 +302,8 @@ def test_rendered_table_checks_the_papers_orderings(monkeypatch):
     text = tables.render("tiny", {"A": runs([0.3, 0.4, 0.5], [0.3, 0.4, 0.5]),
                                   "B": runs([0.1, 0.2, 0.3], [0.35, 0.45, 0.55])}, Budget())
     assert "Paper: A > B, B > C." in text
-    assert ("| A > B | 40.0 vs 20.0: holds, within noise (p = 0.07) "
-            "| 40.0 vs 45.0: reversed, within noise (p = 0.57) |") in text
+    assert ("| A > B | 40.0 vs 20.0: holds, within noise (p = 0.07; detectable gap 30.4) "
+            "| 40.0 vs 45.0: reversed, within noise (p = 0.57; detectable gap 30.4) |") in text
     assert "| B > C | not run | not run |" in text  # C has no runs
 
 
@@ -309,6 +326,8 @@ def test_bench_all_writes_the_laptop_report_and_every_table(monkeypatch, tmp_pat
     assert len(seen["methods"]) == 7
     assert seen["tables"] == list(TABLES) and seen["seeds"] == [0, 1] and seen["epochs"] == 10
     assert (seen["root"], seen["docs"]) == (str(tmp_path / "runs"), str(tmp_path))
+    assert main(["bench", "all", "--docs", str(tmp_path), "--out", str(tmp_path / "runs"), "--skip-speed"]) == 0
+    assert seen["seeds"] is None  # each row's own
 
 
 def test_bench_rows_add_to_a_table_without_dropping_its_finished_rows(tmp_path, monkeypatch):
@@ -330,3 +349,27 @@ def test_bench_rows_add_to_a_table_without_dropping_its_finished_rows(tmp_path, 
     with pytest.raises(ConfigError, match="unknown table"):  # refused before the valid table runs
         run_tables(["tiny", "nope"], [2], budget, tmp_path, None)
     assert len(trained) == 4
+
+
+def test_bench_rows_run_their_own_seed_counts_unless_seeds_are_given(tmp_path, monkeypatch):
+    monkeypatch.setitem(TABLES, "tiny", Table("tiny table", "A > B", (
+        Row("A", "seco", seeds=3), Row("B", "seco", ("seco.losses=[inter]",), seeds=1)), (("A", "B"),)))
+    trained = []
+    monkeypatch.setattr(tables, "_pretrain", lambda row, seed, budget, folder: trained.append((row.label, seed))
+                        or ("spec", 1.0))
+    monkeypatch.setattr(tables, "evaluate", lambda spec, budget, features: dict.fromkeys(tables.METRICS, 0.5))
+    text = run_tables(["tiny"], None, Budget(epochs=1), tmp_path, None)["tiny"]
+    assert trained == [("A", 0), ("B", 0), ("A", 1), ("A", 2)]  # seed by seed, each row its own count
+    assert "seeds 0-2 (a row's count: runs)" in text and "| A |" in text and text.count("| 3 |") == 1
+    run_tables(["tiny"], [0, 4], Budget(epochs=1), tmp_path, None)  # given seeds: every row, seed 0 reused
+    assert trained[4:] == [("A", 4), ("B", 4)]
+
+
+def test_rows_sharing_runs_have_the_same_seeds():
+    # a full method in its table and in baselines shares its runs: both tables must show the same seeds
+    seeds_of_run: dict[str, set[int]] = {}
+    for table in TABLES.values():
+        for row in table.rows:
+            seeds_of_run.setdefault(row.run_key([]), set()).add(row.seeds)
+    assert all(len(counts) == 1 for counts in seeds_of_run.values()), seeds_of_run
+    assert {row.seeds for row in TABLES["seco"].rows} == {tables.FRAME_SEEDS}  # seconds a run: the most seeds

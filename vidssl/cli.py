@@ -167,8 +167,9 @@ def cmd_bench_tables(args: argparse.Namespace) -> int:
     budget = Budget(epochs=args.epochs, eval_clips=args.eval_clips, num_workers=args.workers,
                     extra=list(args.overrides))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None  # None: each row's own
     rendered = run_tables([t.strip() for t in args.tables.split(",") if t.strip()] or list(TABLES),
-                          [int(s) for s in args.seeds.split(",")], budget, args.out, args.docs or None, rows)
+                          seeds, budget, args.out, args.docs or None, rows)
     for text in rendered.values():
         print("\n" + text)
     return 0
@@ -271,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("tables", help="ablation tables on the built-in data (pretrain + evaluate, resumable)")
     p.add_argument("--tables", default="", help="comma-separated: seco, vclr, corp, corp_f, mlfo, baselines "
                    "(default: all)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated pretraining seeds")
+    p.add_argument("--seeds", default=None, help="comma-separated pretraining seeds for every row (default: each "
+                   "row's own: 0-9 for the frame methods' rows, under a minute a run, 0-2 for the others)")
     p.add_argument("--epochs", type=int, default=10, help="pretraining epochs per run (the budget)")
     p.add_argument("--rows", default="", help="comma-separated row labels or slugs (default: all)")
     p.add_argument("--eval-clips", type=int, default=10)
@@ -297,11 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value applied to every method's laptop config")
     p.set_defaults(func=cmd_bench_speed)
 
-    p = bsub.add_parser("all", help="regenerate docs/results: the laptop speed report and every table (~3 h on 2 "
+    p = bsub.add_parser("all", help="regenerate docs/results: the laptop speed report and every table (~3.5 h on 2 "
                         "cores; finished table runs are reused)")
     p.add_argument("--docs", default="docs/results", help="where the reports, tables and plots go")
     p.add_argument("--out", default="runs/bench", help="the tables' runs (one JSON per run)")
-    p.add_argument("--seeds", default=None, help="as bench tables (default 0,1,2)")
+    p.add_argument("--seeds", default=None, help="as bench tables (default: each row's own)")
     p.add_argument("--epochs", type=int, default=None, help="as bench tables (default 10)")
     p.add_argument("--skip-speed", action="store_true", help="the tables only")
     p.set_defaults(func=cmd_bench_all)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,12 +32,16 @@ from vidssl.eval.linear import linear_svm
 from vidssl.eval.order import OrderProtocol, order_probe, probe_features
 from vidssl.eval.retrieval import retrieve
 
+SEEDS = 3  # a row's seeds (0, 1, ...) unless the bench is given its own
+FRAME_SEEDS = 10  # the frame methods' rows (tiny2d: well under a minute a run, training and evaluation)
+
 
 @dataclass(frozen=True)
 class Row:
     label: str
     method: str  # a METHODS key, or "random:ARCH" for the random-init floor
     overrides: tuple[str, ...] = ()
+    seeds: int = SEEDS  # how many seeds (0 .. seeds-1) the row runs by default
 
     @property
     def slug(self) -> str:
@@ -66,17 +71,18 @@ class Table:
 
 TABLES: dict[str, Table] = {
     "seco": Table("SeCo ablation (SeCo Table 1)", "Inter < Inter+Intra < Inter+Intra+Order", (
-        Row("random init (tiny2d)", "random:tiny2d"),
-        Row("Inter", "seco", ("seco.losses=[inter]",)),
-        Row("Inter+Intra", "seco", ("seco.losses=[inter, intra]",)),
-        Row("Inter+Intra+Order", "seco"),
+        Row("random init (tiny2d)", "random:tiny2d", seeds=FRAME_SEEDS),
+        Row("Inter", "seco", ("seco.losses=[inter]",), seeds=FRAME_SEEDS),
+        Row("Inter+Intra", "seco", ("seco.losses=[inter, intra]",), seeds=FRAME_SEEDS),
+        Row("Inter+Intra+Order", "seco", seeds=FRAME_SEEDS),
     ), (("Inter+Intra", "Inter"), ("Inter+Intra+Order", "Inter+Intra"))),
     # the 4-way order term needs N >= 3 (with fewer segments every shuffle is the identity or the
     # reversal) and SeCo's terms N >= 2, so the segments rows run N = 2..4 without the order term
     "vclr": Table("VCLR segments (VCLR Table 7), without the order term",
                   "more segments better, saturating (Table 7); the order term adds to the other three (Table 6)", (
-        *(Row(f"N={n}", "vclr", (f"vclr.num_segments={n}", "vclr.losses=[video, inter, intra]")) for n in (2, 3, 4)),
-        Row("N=3 with the order term (full VCLR)", "vclr"),
+        *(Row(f"N={n}", "vclr", (f"vclr.num_segments={n}", "vclr.losses=[video, inter, intra]"), seeds=FRAME_SEEDS)
+          for n in (2, 3, 4)),
+        Row("N=3 with the order term (full VCLR)", "vclr", seeds=FRAME_SEEDS),
     ), (("N=3", "N=2"), ("N=4", "N=3"), ("N=3 with the order term (full VCLR)", "N=3"))),
     # CORP's Table 6 ablates CORP_m (on Something-Something V2): tasks, clips, attention, layers
     "corp": Table("CORP ablation (CORP Table 6, on CORP_m)",
@@ -126,10 +132,10 @@ TABLES: dict[str, Table] = {
                       ("no temporal modelling", "input-level temporal modelling"))),
     "baselines": Table("Methods against their baselines", "SSL > random init; MoCo-v2 < SeCo (SeCo Table 1); "
                        "SimCLR < CORP_f (CORP Table 6e); SeCo < VCLR (VCLR Table 1)", (
-        Row("random init (tiny2d)", "random:tiny2d"),
-        Row("MoCo-v2 frames", "moco"),
-        Row("SeCo", "seco"),
-        Row("VCLR", "vclr"),
+        Row("random init (tiny2d)", "random:tiny2d", seeds=FRAME_SEEDS),
+        Row("MoCo-v2 frames", "moco", seeds=FRAME_SEEDS),
+        Row("SeCo", "seco", seeds=FRAME_SEEDS),
+        Row("VCLR", "vclr", seeds=FRAME_SEEDS),
         Row("random init (tiny3d)", "random:tiny3d"),
         Row("SimCLR/CVRL clips", "simclr"),
         Row("CORP_f", "corp_f"),
@@ -244,12 +250,17 @@ def _mean_std(values: list[float]) -> str:
 
 CLAIM_METRICS = ("motion_svm", "appearance_svm")  # the papers' claims are about action recognition accuracy
 CLAIM_ALPHA = 0.05  # a claim's gap is "within noise" at p >= this
+CLAIM_POWER = 0.8  # the detectable gap: the one found at p < CLAIM_ALPHA this often
 
 
 def ordering_verdict(better: list[float], worse: list[float], alpha: float = CLAIM_ALPHA) -> str:
-    """Whether a paper's ordering ``better > worse`` holds on our runs (one value per seed each):
-    ``holds`` / ``reversed`` (or ``tied``) by the means, with the p-value of Welch's t-test (two-sided,
-    unequal variances), and ``within noise`` where ``p >= alpha`` or a side has a single seed."""
+    """Whether a paper's ordering ``better > worse`` holds on our runs (one value per seed each,
+    fractions): ``holds`` / ``reversed`` (or ``tied``) by the means, with the p-value of Welch's t-test
+    (two-sided, unequal variances), and ``within noise`` where ``p >= alpha`` or a side has a single
+    seed. A gap within noise also gets the detectable gap, in points: the true gap these seeds would
+    find at ``p < alpha`` with probability :data:`CLAIM_POWER`, approximately ``(t[1-alpha/2] +
+    t[power]) * SE`` (Student's t quantiles at the test's Welch-Satterthwaite degrees of freedom;
+    ``SE`` the gap's standard error from the observed spreads)."""
     from scipy import stats
 
     gap = statistics.fmean(better) - statistics.fmean(worse)
@@ -260,8 +271,13 @@ def ordering_verdict(better: list[float], worse: list[float], alpha: float = CLA
         return f"{word}, within noise (one seed)"
     if statistics.variance(better) == 0 == statistics.variance(worse):
         return f"{word} (no spread)"
-    p = float(stats.ttest_ind(better, worse, equal_var=False).pvalue)
-    return f"{word} (p = {p:.2f})" if p < alpha else f"{word}, within noise (p = {p:.2f})"
+    test = stats.ttest_ind(better, worse, equal_var=False)
+    p = float(test.pvalue)
+    if p < alpha:
+        return f"{word} ({'p < 0.001' if p < 0.001 else 'p < 0.01' if p < 0.01 else f'p = {p:.2f}'})"
+    standard_error = math.sqrt(statistics.variance(better) / len(better) + statistics.variance(worse) / len(worse))
+    detectable = (stats.t.ppf(1 - alpha / 2, test.df) + stats.t.ppf(CLAIM_POWER, test.df)) * standard_error
+    return f"{word}, within noise (p = {p:.2f}; detectable gap {100 * detectable:.1f})"
 
 
 def render_claims(t: Table, values: dict[str, dict[str, list[float]]]) -> list[str]:
@@ -271,7 +287,8 @@ def render_claims(t: Table, values: dict[str, dict[str, list[float]]]) -> list[s
     if not t.claims:
         return []
     lines = ["", "The paper's orderings on our figures (p: Welch's t-test over the seeds, two-sided; \"within "
-             f"noise\": p >= {CLAIM_ALPHA}):", "",
+             f"noise\": p >= {CLAIM_ALPHA}; detectable gap: the gap in points that these seeds would find at "
+             f"p < {CLAIM_ALPHA} {CLAIM_POWER:.0%} of the time):", "",
              "| paper: better > worse | " + " | ".join(HEADERS[m] for m in CLAIM_METRICS) + " |",
              "|---|" + "---|" * len(CLAIM_METRICS)]
     for better, worse in t.claims:
@@ -288,9 +305,12 @@ def render(table: str, results: dict[str, list[dict]], budget: Budget) -> str:
     """Markdown: one line per row with results (``results``: row label -> its runs)."""
     t = TABLES[table]
     seeds = sorted({r["seed"] for runs in results.values() for r in runs})
+    contiguous = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    seed_text = f"{seeds[0]}-{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
     lines = [f"### {t.title}", "",
              f"Built-in synthetic videos; {budget.epochs} epochs of each method's laptop config "
-             f"({' '.join(budget.extra) or 'no extra overrides'}); seeds {seeds}, mean ± std; frozen features: "
+             f"({' '.join(budget.extra) or 'no extra overrides'}); seeds {seed_text} (a row's count: runs), "
+             "mean ± std; frozen features: "
              f"linear SVM top-1 (C by 3-fold CV) and R@k, test videos from unseen recording groups; "
              f"{budget.eval_clips} clips (3D) or 30 frames (2D) per video; order probes chance 50. Paper: {t.paper}.",
              "", "| row | " + " | ".join(HEADERS[m] for m in METRICS) + " | runs |",
@@ -336,9 +356,11 @@ def plot(table: str, results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_tables(tables: list[str], seeds: list[int], budget: Budget, root: str | Path, docs: str | Path | None,
-               rows: list[str] | None = None) -> dict[str, str]:
+def run_tables(tables: list[str], seeds: list[int] | None, budget: Budget, root: str | Path,
+               docs: str | Path | None, rows: list[str] | None = None) -> dict[str, str]:
     """Run (or reuse) every (row, seed) of ``tables``; write ``<docs>/<table>.md`` and a PNG.
+
+    ``seeds`` applies to every row; ``None``: each row's own (``0 .. row.seeds-1``).
 
     ``rows`` (labels or slugs) restricts what runs; the tables still show every other row whose
     runs have finished, so that adding or refreshing a row does not drop the rest from the docs.
@@ -357,8 +379,11 @@ def run_tables(tables: list[str], seeds: list[int], budget: Budget, root: str | 
     rendered = {}
     for table in tables:
         results: dict[str, list[dict]] = {}
-        for seed in seeds:
+        row_seeds = {row: seeds if seeds is not None else list(range(row.seeds)) for row in TABLES[table].rows}
+        for seed in sorted(set().union(*row_seeds.values())):  # seed by seed: an early stop leaves whole seeds
             for row in TABLES[table].rows:
+                if seed not in row_seeds[row]:
+                    continue
                 if rows and row.slug not in rows and row.label not in rows:
                     done = finished_result(row, seed, budget, root)  # shown, not run
                     if done is not None:
