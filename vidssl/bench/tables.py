@@ -269,13 +269,14 @@ def ordering_verdict(better: list[float], worse: list[float], alpha: float = CLA
     word = "holds" if gap > 0 else "reversed"
     if min(len(better), len(worse)) < 2:
         return f"{word}, within noise (one seed)"
-    if statistics.variance(better) == 0 == statistics.variance(worse):
+    var_better, var_worse = statistics.variance(better), statistics.variance(worse)
+    if var_better == 0 == var_worse:
         return f"{word} (no spread)"
     test = stats.ttest_ind(better, worse, equal_var=False)
     p = float(test.pvalue)
     if p < alpha:
         return f"{word} ({'p < 0.001' if p < 0.001 else 'p < 0.01' if p < 0.01 else f'p = {p:.2f}'})"
-    standard_error = math.sqrt(statistics.variance(better) / len(better) + statistics.variance(worse) / len(worse))
+    standard_error = math.sqrt(var_better / len(better) + var_worse / len(worse))
     detectable = (stats.t.ppf(1 - alpha / 2, test.df) + stats.t.ppf(CLAIM_POWER, test.df)) * standard_error
     return f"{word}, within noise (p = {p:.2f}; detectable gap {100 * detectable:.1f})"
 
