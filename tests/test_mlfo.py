@@ -6,13 +6,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vidssl.engine.config import load_config
 from vidssl.losses.contrastive import info_nce
 from vidssl.losses.mlfo import graph_loss, graph_targets, instance_loss, sinkhorn, timestamp_retrieval_loss
 from vidssl.methods.mlfo import MLFO, MLFOConfig
 from vidssl.models.backbones import Backbone
-from vidssl.models.temporal import MotionBranch, MotionExcitation, order_indices, temporal_augment, time_order
+from vidssl.models.temporal import (
+    MotionBranch,
+    MotionExcitation,
+    order_indices,
+    pooled_depthwise_conv,
+    temporal_augment,
+    time_order,
+)
 
 SMALL = {"clip_len": 4, "proj_hidden": 32, "proj_dim": 16, "prototypes": 6, "score_queue": 16, "me_reduction": 4,
          "retrieval_levels": ["low"]}
@@ -233,7 +241,8 @@ def test_retrieval_pools_pairs_of_steps_like_avg_pool3d():
     long = head(whole)
     expected = 0.5 * (timestamp_retrieval_loss(head(F.avg_pool3d(f1, (2, 1, 1))), long, 0, model.cfg.tau)
                       + timestamp_retrieval_loss(head(F.avg_pool3d(f2, (2, 1, 1))), long, 2, model.cfg.tau))
-    assert torch.allclose(model.retrieval_loss("low", torch.cat([f1, f2, whole])), expected, atol=1e-6)
+    steps = torch.cat([f1, f2, whole]).mean((3, 4))  # the spatial means per time step
+    assert torch.allclose(model.retrieval_loss("low", steps), expected, atol=1e-6)
 
 
 def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
@@ -408,3 +417,21 @@ def test_compiled_step_compiles_once_per_stage_not_once_per_epoch():
     assert graphs[0] < graphs[1] < graphs[2]  # each stage change compiles (the test sees dynamo at work)
     assert graphs[3:] == [graphs[2]] * 3
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(("kernel", "padding", "size"),
+                         [(3, 1, (5, 7)), (3, 0, (6, 4)), (5, 2, (4, 4)), (1, 0, (3, 5))])
+def test_pooled_depthwise_conv_is_the_mean_of_the_convolution(kernel, padding, size):
+    """The window sums give the spatial mean of the channel-wise convolution itself, and its
+    gradients, with leading dimensions (time) left in place."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 3, kernel, padding=padding, groups=3, bias=False)
+    x = torch.randn(2, 4, 3, *size, requires_grad=True)  # (B, T, C, H, W)
+    expected = conv(x.flatten(0, 1)).mean((2, 3)).view(2, 4, 3)
+    got = pooled_depthwise_conv(conv, x)
+    assert got.shape == (2, 4, 3)
+    assert torch.allclose(got, expected, atol=1e-6)
+    weights = torch.randn(2, 4, 3)
+    for a, e in zip(torch.autograd.grad((got * weights).sum(), [x, conv.weight]),
+                    torch.autograd.grad((expected * weights).sum(), [x, conv.weight]), strict=True):
+        assert torch.allclose(a, e, atol=1e-5)

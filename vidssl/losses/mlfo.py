@@ -136,7 +136,7 @@ def timestamp_retrieval_loss(short: torch.Tensor, long: torch.Tensor, offset: in
     b, s, _ = short.shape
     if offset < 0 or offset + s > long.shape[1]:
         raise ValueError(f"short steps {offset}..{offset + s - 1} fall outside the {long.shape[1]} long steps")
-    logits = torch.einsum("bsd,bld->bsl", short.float(), long.float()) / tau  # (B, S, L)
+    logits = short.float() @ long.float().transpose(1, 2) / tau  # (B, S, L)
     steps = torch.arange(s, device=short.device).repeat(b)
     forward = cross_entropy(logits.reshape(b * s, -1), steps + offset)
     backward = cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)

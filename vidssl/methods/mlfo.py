@@ -152,10 +152,11 @@ class MLFO(nn.Module):
         self.queue_active = epoch >= cfg.queue_start_epoch
         self.prototypes_frozen = epoch < cfg.freeze_prototypes_epochs
 
-    def embed(self, level: str, feature_maps: torch.Tensor, groups: int = 1) -> torch.Tensor:
-        """The level's embeddings of ``groups`` batches of clips stacked along dim 0, each batch its
-        own call of the projector (its own BatchNorm statistics, :func:`forward_per_group`)."""
-        return F.normalize(forward_per_group(self.projectors[level], feature_maps.flatten(2).mean(-1), groups), dim=-1)
+    def embed(self, level: str, pooled: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """The level's embeddings of ``groups`` batches of clips stacked along dim 0 (their feature
+        maps average-pooled, ``(G * B, C)``), each batch its own call of the projector (its own
+        BatchNorm statistics, :func:`forward_per_group`)."""
+        return F.normalize(forward_per_group(self.projectors[level], pooled, groups), dim=-1)
 
     def codes(self, scores: torch.Tensor) -> torch.Tensor:
         """Sinkhorn codes ``(V, B, K)`` of this rank's rows of each view's scores ``(V, B, K)``, one
@@ -190,7 +191,7 @@ class MLFO(nn.Module):
         def gathered(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return all_gather_with_grad(z1, self.distributed), all_gather_with_grad(z2, self.distributed)
 
-        z = self.embed("high", levels["high"][: 2 * b], groups=2)  # clip 1's rows, then clip 2's
+        z = self.embed("high", levels["high"][: 2 * b].flatten(2).mean(-1), groups=2)  # clip 1's rows, then clip 2's
         z1, z2 = z.chunk(2)
         z1_all, z2_all = gathered(z1, z2)
         parts = {"ins": instance_loss(z1, z2, z1_all, z2_all, self_index, cfg.tau)}
@@ -203,12 +204,16 @@ class MLFO(nn.Module):
         parts["sem"] = cfg.sem_weight * swapped_prediction_loss(*scores.chunk(2), *codes, cfg.sem_temperature)
         self.score_queue.enqueue(scores.detach(), self.distributed)
 
+        # the lower levels' maps spatially pooled once for every loss on them, (rows, C, T): their
+        # gradients then meet on the pooled steps, not as several full-size maps
+        steps = {lv: levels[lv].mean((3, 4)) for lv in self.pooled_levels()}
+
         if self.graph_active:
             codes_sum = codes[0] + codes[1]
             targets = graph_targets(z1, z2, z1_all, z2_all, codes_sum, all_gather_nograd(codes_sum, self.distributed),
                                     self_index, cfg.graph_targets, cfg.tau, cfg.eta)
             for lv in cfg.graph_levels:
-                r1, r2 = (z1, z2) if lv == "high" else self.embed(lv, levels[lv][: 2 * b], groups=2).chunk(2)
+                r1, r2 = (z1, z2) if lv == "high" else self.embed(lv, steps[lv][: 2 * b].mean(-1), groups=2).chunk(2)
                 r1_all, r2_all = (z1_all, z2_all) if lv == "high" else gathered(r1, r2)
                 parts[f"mul_{lv}"] = cfg.level_weight(lv) * graph_loss(targets, r1, r2, r1_all, r2_all,
                                                                        self_index, cfg.tau)
@@ -216,12 +221,14 @@ class MLFO(nn.Module):
         if cfg.temporal == "feature":
             orders = self.time_orders([levels[lv].shape[2] for lv in cfg.temporal_levels], generator, z1.device)
             for lv, times in zip(cfg.temporal_levels, orders, strict=True):
-                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, levels[lv][: 2 * b], times)
+                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, levels[lv][: 2 * b], times,
+                                                                       steps[lv][: 2 * b])
             for lv in cfg.retrieval_levels:
-                parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, levels[lv])
+                parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, steps[lv])
         elif cfg.temporal == "input":
             # per aug: clip 1, clip 2, each its own projector call
-            transformed = self.embed("high", levels["high"][2 * b:], groups=len(inputs) - 2).chunk(len(inputs) - 2)
+            transformed = self.embed("high", levels["high"][2 * b:].flatten(2).mean(-1),
+                                     groups=len(inputs) - 2).chunk(len(inputs) - 2)
             neg1 = torch.stack(transformed[0::2], dim=1)  # (B, A, d)
             neg2 = torch.stack(transformed[1::2], dim=1)
             parts["aug_input"] = cfg.aug_weight * (info_nce(z1, z2, neg1, cfg.tau) + info_nce(z2, z1, neg2, cfg.tau))
@@ -238,27 +245,38 @@ class MLFO(nn.Module):
         return [order_indices([[None] + [time_order(a, t, generator) for a in augs] for _ in range(2)], t, device)
                 for t in steps]
 
-    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    def pooled_levels(self) -> set[str]:
+        """The levels whose maps this step's losses pool over space (per time step): the graph
+        levels below ``high`` (in stage two; ``high``'s graph term reuses ``z``) and, with
+        feature-level temporal modelling, the temporal and retrieval levels."""
+        cfg = self.cfg
+        levels = set(cfg.graph_levels) - {"high"} if self.graph_active else set()
+        if cfg.temporal == "feature":
+            levels |= {*cfg.temporal_levels, *cfg.retrieval_levels}
+        return levels
+
+    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor,
+                    steps: torch.Tensor | None = None) -> torch.Tensor:
         """L_aug (eq. 11-12) at one level on the maps of clip 1 and clip 2 stacked in ``pair``
         ``(2 B, C, T, H, W)``: ME(f^1) and ME(f^2) are positives; the branch applied to each temporal
         transformation of the anchor's own map (``times[0, 1:]``, ``times[1, 1:]``, see
-        :meth:`time_orders`) are its negatives. Both views anchor."""
-        e1, e2 = self.motion[level].reordered(pair, times)  # each (B, 1 + A, d)
+        :meth:`time_orders`) are its negatives. Both views anchor. ``steps``: the maps' spatial means
+        ``(2 B, C, T)`` where the caller has them."""
+        e1, e2 = self.motion[level].reordered(pair, times, steps)  # each (B, 1 + A, d)
         return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
                 + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))
 
-    def retrieval_loss(self, level: str, maps: torch.Tensor) -> torch.Tensor:
-        """L_ret (eq. 13) at one level, on the maps of clip 1, clip 2 and the global clip stacked in
-        ``maps`` ``(3 B, C, T, H, W)``. Clip 1 spans the first half of the window, clip 2 the second,
-        the global clip all of it at half the frame rate, and the three have the same number ``T``
-        of time steps: pairs of a clip's steps are average-pooled so that step ``k`` of clip 1
-        (clip 2) covers exactly the time of global step ``k`` (``T/2 + k``). The step head (no
-        BatchNorm) embeds the three clips' steps in one call."""
-        b, t = len(maps) // 3, maps.shape[2]
+    def retrieval_loss(self, level: str, steps: torch.Tensor) -> torch.Tensor:
+        """L_ret (eq. 13) at one level, on the maps of clip 1, clip 2 and the global clip spatially
+        pooled per time step and stacked in ``steps`` ``(3 B, C, T)``. Clip 1 spans the first half
+        of the window, clip 2 the second, the global clip all of it at half the frame rate, and the
+        three have the same number ``T`` of time steps: pairs of a clip's steps are average-pooled
+        so that step ``k`` of clip 1 (clip 2) covers exactly the time of global step ``k``
+        (``T/2 + k``). The step head (no BatchNorm) embeds the three clips' steps in one call."""
+        b, t = len(steps) // 3, steps.shape[2]
         if t < 2 or t % 2:
             raise ValueError(f"mlfo timestamp retrieval at level {level!r} needs an even number of time steps, "
                              f"the backbone gives {t}: use other mlfo.retrieval_levels or a longer mlfo.clip_len")
-        steps = maps.mean((3, 4))  # (3 B, C, T); pooling pairs of steps commutes with the spatial mean
         clip1, clip2 = steps[: 2 * b].unflatten(-1, (t // 2, 2)).mean(-1).chunk(2)  # (B, C, T/2) each
         embedded = self.steps[level].embed_steps(torch.cat([clip1, clip2, steps[2 * b:]], dim=2))  # (B, 2 T, d)
         short1, short2, long = embedded.split([t // 2, t // 2, t], dim=1)

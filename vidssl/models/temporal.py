@@ -5,6 +5,8 @@ Feature maps are ``(B, C, T, H, W)``."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +55,39 @@ def pointwise(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.movedim(1, -1), conv.weight.flatten(1)).movedim(-1, 1)
 
 
+def tap_windows(kernel: int, padding: int, size: int, device: torch.device) -> torch.Tensor:
+    """``(kernel, size)`` 0/1: which input positions tap ``d`` of a stride-1 convolution with zero
+    ``padding`` reads over all its output positions (input ``o + d - padding`` for output ``o``).
+    Eagerly built once per setting; in a compiled graph a constant of the graph (dynamo does not
+    trace a cache)."""
+    if torch.compiler.is_compiling():
+        return _tap_windows(kernel, padding, size, device)
+    return _cached_tap_windows(kernel, padding, size, device)
+
+
+def _tap_windows(kernel: int, padding: int, size: int, device: torch.device) -> torch.Tensor:
+    out = size + 2 * padding - kernel + 1
+    read = torch.arange(size, device=device) - torch.arange(kernel, device=device)[:, None] + padding
+    return ((read >= 0) & (read < out)).float()
+
+
+_cached_tap_windows = functools.lru_cache(maxsize=64)(_tap_windows)
+
+
+def pooled_depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The spatial mean of ``conv(x)`` for a channel-wise ``Conv2d`` (stride 1, zero padding, no
+    bias) on ``(..., C, H, W)`` maps, ``(..., C)``, without the convolved maps: the mean is linear,
+    so it is the kernel applied to the sums of ``x`` over the window each tap reads,
+    ``sum_{a,b} w[c, a, b] (R x C^T)[c, a, b] / (H_out W_out)`` with ``R``, ``C`` the taps' row and
+    column windows (:func:`tap_windows`). Leading dimensions are free (time steps need no
+    reshaping into the batch)."""
+    (kh, kw), (ph, pw), (h, w) = conv.kernel_size, conv.padding, x.shape[-2:]
+    rows, cols = tap_windows(kh, ph, h, x.device), tap_windows(kw, pw, w, x.device)
+    sums = rows.to(x.dtype) @ x @ cols.to(x.dtype).T  # (..., C, kh, kw)
+    outputs = (h + 2 * ph - kh + 1) * (w + 2 * pw - kw + 1)
+    return (sums * conv.weight[:, 0]).sum((-2, -1)) / outputs
+
+
 class MotionExcitation(nn.Module):
     """TEA's motion excitation: channels squeezed by ``reduction``; the feature-level motion
     ``M(t) = conv(X_r(t+1)) - X_r(t)`` (channel-wise 3x3 conv, zero for the last step), spatially
@@ -74,13 +109,24 @@ class MotionExcitation(nn.Module):
         its own BatchNorm batch (:func:`forward_per_group`)."""
         return batch_norm_per_group(self.squeeze[1], pointwise(self.squeeze[0], x), groups)
 
+    def step_terms(self, squeezed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two terms of the pooled motion at every time step, ``(B, r, T)`` each: the spatial
+        means of ``conv(X_r(t))`` and of ``X_r(t)``. The spatial mean is linear, so the pooled
+        ``M(t)`` is the first at ``t + 1`` less the second at ``t`` (:meth:`motion_from_terms`);
+        and the convolution sees one step at a time, so a clip in another time order has the same
+        terms in that order: they are computed once per clip, whatever the orders."""
+        by_step = squeezed.transpose(1, 2)  # (B, T, r, H, W): a view
+        return pooled_depthwise_conv(self.transform, by_step).transpose(1, 2), squeezed.mean((3, 4))
+
+    @staticmethod
+    def motion_from_terms(convolved: torch.Tensor, squeezed: torch.Tensor) -> torch.Tensor:
+        """``M`` spatially pooled, ``(B, r, T)``, from the terms of :meth:`step_terms` (in the time
+        order wanted): ``conv(X_r(t + 1)) - X_r(t)``, zero at the last step."""
+        return F.pad(convolved[..., 1:] - squeezed[..., :-1], (0, 1))
+
     def motion(self, squeezed: torch.Tensor) -> torch.Tensor:
-        """``M`` spatially pooled, ``(B, r, T)``, from ``X_r``. Samples are independent here (no
-        BatchNorm), so clips in several time orders can share one call."""
-        b, r, t, h, w = squeezed.shape
-        later = self.transform(squeezed[:, :, 1:].transpose(1, 2).reshape(b * (t - 1), r, h, w))
-        later = later.reshape(b, t - 1, r, h, w).transpose(1, 2)
-        return F.pad((later - squeezed[:, :, :-1]).mean((3, 4)), (0, 1))  # zero at the last step
+        """``M`` spatially pooled, ``(B, r, T)``, from ``X_r``."""
+        return self.motion_from_terms(*self.step_terms(squeezed))
 
     def attention(self, motion: torch.Tensor, groups: int = 1) -> torch.Tensor:
         """``A`` ``(B, C, T)`` from the pooled motion ``(B, r, T)`` of ``groups`` stacked batches of
@@ -105,33 +151,40 @@ class MotionBranch(nn.Module):
         """``(B, C, T, H, W) -> (B, dim)``."""
         return self.reordered(x, torch.arange(x.shape[2], device=x.device)[None, None])[0, :, 0]
 
-    def reordered(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    def reordered(self, x: torch.Tensor, times: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
         """The branch applied to each of ``G`` clips' maps stacked in ``x`` (``G`` batches of ``B``
         maps), in each of the time orders ``times[g]`` of batch ``g`` (``(G, per, T)`` indices on
         ``x``'s device, :func:`order_indices`), every (batch, order) its own call of the branch:
-        ``(G, B, per, dim)``.
+        ``(G, B, per, dim)``. ``steps``: ``x.mean((3, 4))`` where the caller has it already.
 
         Computed in one pass without the excited or reordered full maps, with the same result: ``A``
         is constant over space, so pooling ``X + X * A`` is ``mean_t(x_t * (1 + A_t))`` with ``x_t``
-        the spatial mean of step ``t``; and the squeeze (a 1x1x1 convolution and BatchNorm over
-        batch, time and space) commutes with reordering time, so it runs once per batch for all
-        orders (its BN running statistics, unused by the method, are updated once per batch rather
-        than once per order). The channel-wise motion convolution runs once over every clip and
-        order; the expand's and the head's BatchNorms normalise each (batch, order) on its own
-        (:func:`forward_per_group`)."""
+        the spatial mean of step ``t``; the squeeze (a 1x1x1 convolution and BatchNorm over batch,
+        time and space) commutes with reordering time, so it runs once per batch for all orders (its
+        BN running statistics, unused by the method, are updated once per batch rather than once per
+        order); and so do the channel-wise motion convolution and the spatial mean after it
+        (:meth:`MotionExcitation.step_terms`), so they run once per clip and only their pooled
+        ``(r, T)`` terms are put in each order. The expand's and the head's BatchNorms normalise
+        each (batch, order) on its own (:func:`forward_per_group`)."""
         groups, per, _ = times.shape
         b = len(x) // groups
-        steps = x.mean((3, 4))  # (G * B, C, T)
+        if steps is None:
+            steps = x.mean((3, 4))  # (G * B, C, T)
         if self.excite is None:
             pooled = steps.mean(-1).unflatten(0, (groups, 1, b)).expand(-1, per, -1, -1).flatten(0, 2)
         else:
+            convolved, squeezed = self.excite.step_terms(self.excite.squeezed(x, groups))  # (G * B, r, T) each
             # row (g, o, i) of the reordered batches is clip i of batch g at time steps times[g, o]
             batch_start = torch.arange(groups, device=x.device)[:, None, None] * b
             rows = (batch_start + torch.arange(b, device=x.device)).expand(-1, per, -1).reshape(-1, 1)
             row_times = times.flatten(0, 1).repeat_interleave(b, dim=0)  # (G * per * B, T)
-            squeezed = self.excite.squeezed(x, groups)[rows, :, row_times].transpose(1, 2)  # (G * per * B, r, T, H, W)
-            attention = self.excite.attention(self.excite.motion(squeezed), groups * per)
-            pooled = (steps[rows, :, row_times].transpose(1, 2) * (1 + attention)).mean(-1)
+            r = squeezed.shape[1]
+            # the three pooled terms put in every order at once: (G * per * B, C + 2 r, T)
+            ordered = torch.cat([steps, convolved, squeezed], 1)[rows, :, row_times].transpose(1, 2)
+            ordered_steps, ordered_terms = ordered.split([ordered.shape[1] - 2 * r, 2 * r], 1)
+            motion = self.excite.motion_from_terms(*ordered_terms.chunk(2, 1))
+            attention = self.excite.attention(motion, groups * per)
+            pooled = (ordered_steps * (1 + attention)).mean(-1)
         embedded = F.normalize(forward_per_group(self.head, pooled, groups * per), dim=-1)
         return embedded.unflatten(0, (groups, per, b)).transpose(1, 2)
 
