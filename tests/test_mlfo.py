@@ -435,3 +435,5 @@ def test_pooled_depthwise_conv_is_the_mean_of_the_convolution(kernel, padding, s
     for a, e in zip(torch.autograd.grad((got * weights).sum(), [x, conv.weight]),
                     torch.autograd.grad((expected * weights).sum(), [x, conv.weight]), strict=True):
         assert torch.allclose(a, e, atol=1e-5)
+    with pytest.raises(ValueError, match="channel-wise, stride-1"):
+        pooled_depthwise_conv(nn.Conv2d(3, 3, kernel, stride=2, padding=padding, groups=3, bias=False), x)

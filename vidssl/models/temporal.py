@@ -81,6 +81,11 @@ def pooled_depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     ``sum_{a,b} w[c, a, b] (R x C^T)[c, a, b] / (H_out W_out)`` with ``R``, ``C`` the taps' row and
     column windows (:func:`tap_windows`). Leading dimensions are free (time steps need no
     reshaping into the batch)."""
+    supported = (conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+                 and not isinstance(conv.padding, str) and conv.bias is None and conv.groups == conv.in_channels)
+    if not supported:
+        raise ValueError(f"pooled_depthwise_conv needs a channel-wise, stride-1, zero-padded Conv2d "
+                         f"without bias, got {conv}")
     (kh, kw), (ph, pw), (h, w) = conv.kernel_size, conv.padding, x.shape[-2:]
     rows, cols = tap_windows(kh, ph, h, x.device), tap_windows(kw, pw, w, x.device)
     sums = rows.to(x.dtype) @ x @ cols.to(x.dtype).T  # (..., C, kh, kw)
