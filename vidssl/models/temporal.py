@@ -5,15 +5,13 @@ Feature maps are ``(B, C, T, H, W)``."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidssl.models.heads import mlp
 from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
-from vidssl.modules.device import host_to_device
+from vidssl.modules.device import host_to_device, step_constant
 
 TEMPORAL_AUGS = ("reverse", "shuffle")
 
@@ -55,23 +53,13 @@ def pointwise(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.movedim(1, -1), conv.weight.flatten(1)).movedim(-1, 1)
 
 
+@step_constant
 def tap_windows(kernel: int, padding: int, size: int, device: torch.device) -> torch.Tensor:
     """``(kernel, size)`` 0/1: which input positions tap ``d`` of a stride-1 convolution with zero
-    ``padding`` reads over all its output positions (input ``o + d - padding`` for output ``o``).
-    Eagerly built once per setting; in a compiled graph a constant of the graph (dynamo does not
-    trace a cache)."""
-    if torch.compiler.is_compiling():
-        return _tap_windows(kernel, padding, size, device)
-    return _cached_tap_windows(kernel, padding, size, device)
-
-
-def _tap_windows(kernel: int, padding: int, size: int, device: torch.device) -> torch.Tensor:
+    ``padding`` reads over all its output positions (input ``o + d - padding`` for output ``o``)."""
     out = size + 2 * padding - kernel + 1
     read = torch.arange(size, device=device) - torch.arange(kernel, device=device)[:, None] + padding
     return ((read >= 0) & (read < out)).float()
-
-
-_cached_tap_windows = functools.lru_cache(maxsize=64)(_tap_windows)
 
 
 def pooled_depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,12 @@ the running statistics are those of the calls one after another (up to float rou
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from vidssl.modules.device import host_to_device
+from vidssl.modules.device import host_to_device, step_constant
 
 
 def batch_norm_per_group(bn: _BatchNorm, x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -49,23 +47,11 @@ def batch_norm_per_group(bn: _BatchNorm, x: torch.Tensor, groups: int) -> torch.
     return out.unflatten(1, (groups, channels)).transpose(0, 1).flatten(0, 1)
 
 
+@step_constant
 def _update_weights(momentum: float, groups: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``m (1 - m)^(G - 1 - g)``, the weight of group ``g``'s statistics after ``G`` updates, as a
-    ``(G, 1)`` tensor on ``device``. Eagerly it is built and copied once per setting
-    (:func:`_cached_update_weights`); in a compiled graph it is a constant of the graph (dynamo does
-    not trace a cache)."""
-    if torch.compiler.is_compiling():
-        return torch.tensor(_update_weight_values(momentum, groups), dtype=dtype, device=device)[:, None]
-    return _cached_update_weights(momentum, groups, dtype, device)
-
-
-def _update_weight_values(momentum: float, groups: int) -> list[float]:
-    return [momentum * (1 - momentum) ** (groups - 1 - g) for g in range(groups)]
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_update_weights(momentum: float, groups: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    weights = torch.tensor(_update_weight_values(momentum, groups), dtype=dtype)
+    ``(G, 1)`` tensor on ``device``."""
+    weights = torch.tensor([momentum * (1 - momentum) ** (groups - 1 - g) for g in range(groups)], dtype=dtype)
     return host_to_device(weights, device)[:, None]
 
 

@@ -1,7 +1,11 @@
 """Moving the small tensors a step draws on the host (permutations, time orders, shuffle flags) to
-the device without making the host wait for the device."""
+the device without making the host wait for the device, and building a step's small constant
+tensors once."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 
@@ -15,3 +19,16 @@ def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda" or t.device.type != "cpu" or torch.compiler.is_compiling():
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def step_constant(build: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A small constant tensor a step needs, ``build(*settings)`` (hashable settings, the device
+    among them): eagerly built once per setting and reused; in a compiled graph built in the graph,
+    where it becomes a constant of the graph (dynamo does not trace a cache)."""
+    cached = functools.lru_cache(maxsize=64)(build)
+
+    @functools.wraps(build)
+    def constant(*settings):
+        return build(*settings) if torch.compiler.is_compiling() else cached(*settings)
+
+    return constant
