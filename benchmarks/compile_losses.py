@@ -43,9 +43,9 @@ def cases(batch: int, queue: int, dim: int) -> dict[str, tuple[Callable[..., tor
     pair_labels = torch.randint(0, 3, (b * 56,), generator=g)  # CORP_m: per sample 2 videos x 4 clips, 56 pairs
     return {
         "info_nce (queue)": (lambda q, k, n: info_nce(q, k, n), [unit(b, dim), unit(b, dim), unit(queue, dim)]),
-        "seco_inter_loss (3 positives)": (lambda q, k1, k2, k3, n: seco_inter_loss(q, (k1, k2, k3), n),
+        "seco_inter_loss (3 positives)": (lambda q, k1, k2, k3, n: seco_inter_loss(q, torch.stack([k1, k2, k3]), n),
                                           [unit(b, dim), *(unit(b, dim) for _ in range(3)), unit(queue, dim)]),
-        "seco_intra_loss (2 other frames)": (lambda q, s, o1, o2: seco_intra_loss(q, s, (o1, o2)),
+        "seco_intra_loss (2 other frames)": (lambda q, s, o1, o2: seco_intra_loss(q, s, torch.stack([o1, o2])),
                                              [unit(b, dim) for _ in range(4)]),
         "order_cross_entropy (4-way)": (lambda x: order_cross_entropy(x, order_labels), [torch.randn(b, 4)]),
         "nt_xent (2B anchors)": (lambda a, c: nt_xent(a, c, positive, self_index),

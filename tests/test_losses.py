@@ -68,16 +68,35 @@ def test_info_nce_compiled_form_matches_the_reference_without_cross_entropy():
 
 def test_seco_inter_is_mean_of_one_nce_per_positive():
     q, queue = unit(4, 8, seed=6), unit(10, 8, seed=7)
-    keys = [unit(4, 8, seed=s) for s in (8, 9, 10)]
+    keys = torch.stack([unit(4, 8, seed=s) for s in (8, 9, 10)])
     expected = sum(ref_nce(q[i], k[i], queue, 0.1) for k in keys for i in range(4)) / 12
     assert math.isclose(float(seco_inter_loss(q, keys, queue, 0.1)), expected, rel_tol=1e-5)
 
 
 def test_seco_intra_two_way_softmaxes():
     q, same = unit(4, 8, seed=11), unit(4, 8, seed=12)
-    others = [unit(4, 8, seed=13), unit(4, 8, seed=14)]
+    others = torch.stack([unit(4, 8, seed=13), unit(4, 8, seed=14)])
     expected = sum(ref_nce(q[i], same[i], [o[i]], 0.1) for o in others for i in range(4)) / 8
     assert math.isclose(float(seco_intra_loss(q, same, others, 0.1)), expected, rel_tol=1e-5)
+
+
+def test_seco_losses_match_infonce_per_term_in_value_and_gradient_at_sharp_temperatures():
+    """Both SeCo losses share each query's negatives across its terms (one log-sum-exp); at a low
+    temperature (scores up to 100) they must still equal the mean of one cross-entropy InfoNCE per
+    term, gradients included."""
+    q, queue, same = unit(6, 8, seed=15), unit(12, 8, seed=16), unit(6, 8, seed=17)
+    keys, others = unit(3, 6, 8, seed=18), unit(2, 6, 8, seed=19)
+    q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
+    for tau in (0.01, 0.07):
+        inter = seco_inter_loss(q1, keys, queue, tau)
+        reference = sum(info_nce(q2, k, queue, tau) for k in keys) / 3
+        intra = seco_intra_loss(q1, same, others, tau)
+        reference_intra = sum(info_nce(q2, same, o[:, None], tau) for o in others) / 2
+        assert torch.allclose(inter, reference, rtol=1e-5) and torch.allclose(intra, reference_intra, rtol=1e-5)
+        (inter + intra).backward()
+        (reference + reference_intra).backward()
+        assert torch.allclose(q1.grad, q2.grad, rtol=1e-4, atol=1e-6)
+        q1.grad = q2.grad = None
 
 
 def test_order_cross_entropy():
@@ -90,3 +109,4 @@ def test_order_cross_entropy():
 def test_losses_are_float32_under_bf16_inputs():
     q, k, queue = (unit(4, 8, seed=s).bfloat16() for s in (0, 1, 2))
     assert info_nce(q, k, queue).dtype == torch.float32
+    assert seco_inter_loss(q, k[None], queue).dtype == seco_intra_loss(q, k, queue[None]).dtype == torch.float32

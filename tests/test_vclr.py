@@ -62,11 +62,10 @@ def test_video_loss_against_a_hand_written_reference():
     queue = m.video_queue.keys.clone()
     loss, parts = m(views, {"anchor_last": torch.zeros(b, dtype=torch.long)}, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        hq = m.backbone(torch.stack(views[:3], 1).flatten(0, 1)).view(b, 3, -1)
-        vq = torch.nn.functional.normalize(m.encoder_q.heads.video(hq.mean(1)), dim=1)
-        keys_in = torch.cat([torch.stack(views[3:6], 1).flatten(0, 1), views[6]])
-        hk = m.encoder_k.backbone(keys_in)[: b * 3].view(b, 3, -1)  # train-mode BN over the same batch
-        vk = torch.nn.functional.normalize(m.encoder_k.heads.video(hk.mean(1)), dim=1)
+        hq = m.backbone(torch.cat(views[:3])).view(3, b, -1)  # segment by segment
+        vq = torch.nn.functional.normalize(m.encoder_q.heads.video(hq.mean(0)), dim=1)
+        hk = m.encoder_k.backbone(torch.cat(views[3:]))[: b * 3].view(3, b, -1)  # train-mode BN over the same batch
+        vk = torch.nn.functional.normalize(m.encoder_k.heads.video(hk.mean(0)), dim=1)
     expected = sum(ref_nce(vq[i], vk[i], queue, 0.1) for i in range(b)) / b
     assert math.isclose(float(parts["video"].detach()), expected, rel_tol=1e-4)
     assert torch.allclose(m.video_queue.keys[:b], vk, atol=1e-6)  # the key-tuple embeddings are enqueued
@@ -89,9 +88,9 @@ def test_inter_and_intra_losses_against_a_hand_written_reference():
         def head(encoder, h, name):
             return torch.nn.functional.normalize(encoder.heads.frame(h, [name])[:, 0], dim=-1)
 
-        hq = m.backbone(torch.stack(views[:n], 1).flatten(0, 1)).view(b, n, -1)
-        hk = m.encoder_k.backbone(torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]]))
-        k_tuple, k_anchor = hk[: b * n].view(b, n, -1), hk[b * n:]
+        hq = m.backbone(torch.cat(views[:n])).view(n, b, -1).transpose(0, 1)  # (B, N, D)
+        hk = m.encoder_k.backbone(torch.cat(views[n:]))
+        k_tuple, k_anchor = hk[: b * n].view(n, b, -1).transpose(0, 1), hk[b * n:]
     inter, intra = [], []
     for i in range(b):
         anchor = n - 1 if last[i] else 0
@@ -129,9 +128,9 @@ def test_order_loss_against_a_hand_written_reference():
         def order_head(encoder, h):
             return torch.nn.functional.normalize(encoder.heads.frame(h, ["order"])[:, 0], dim=-1)
 
-        zq = order_head(m.encoder_q, m.backbone(torch.stack(views[:n], 1).flatten(0, 1))).view(b, n, -1)
-        keys = m.encoder_k.backbone(torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]]))
-        zk = order_head(m.encoder_k, keys[: b * n]).view(b, n, -1)
+        zq = order_head(m.encoder_q, m.backbone(torch.cat(views[:n]))).view(n, b, -1).transpose(0, 1)
+        keys = m.encoder_k.backbone(torch.cat(views[n:]))
+        zk = order_head(m.encoder_k, keys[: b * n]).view(n, b, -1).transpose(0, 1)
         rows = torch.arange(b)[:, None]
         features = torch.cat([zq[rows, orders[0]].flatten(1), zk[rows, orders[1]].flatten(1)], 1)
         expected = torch.nn.functional.cross_entropy(m.order_classifier(features), flags[0] + 2 * flags[1])

@@ -102,12 +102,14 @@ class SeCo(nn.Module):
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
             hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat([anchor_k, frame2, frame3]), perm,
                                     self.distributed, self.cfg.shuffle_bn_splits)
-            k = {name: z.chunk(3) for name, z in self.encoder_k.split(self.encoder_k.project(hk)).items()}
+            # each head's keys (3, B, d): the anchor's second view, the second frame, the third
+            zk = self.encoder_k.split(self.encoder_k.project(hk))
+            k = {name: z.view(3, -1, z.shape[-1]) for name, z in zk.items()}
         parts = {"inter": seco_inter_loss(q["inter"], k["inter"], queue, self.cfg.tau)}
         if "intra" in q:
             parts["intra"] = seco_intra_loss(q["intra"], k["intra"][0], k["intra"][1:], self.cfg.tau)
         if "order" in q:
             features = torch.cat([q["order"], k["order"][1], k["order"][2]], dim=1)
             parts["order"] = order_cross_entropy(self.order_classifier(features), info["order"])
-        self.queue.enqueue(torch.cat(k["inter"]), gather=self.distributed)
+        self.queue.enqueue(k["inter"].flatten(0, 1), gather=self.distributed)
         return sum(parts.values()), parts

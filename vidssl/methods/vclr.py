@@ -18,6 +18,7 @@ is frame-only).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -75,6 +76,14 @@ def shuffling_permutations(n: int) -> torch.Tensor:
     return torch.tensor(perms, dtype=torch.long).view(-1, n)
 
 
+@functools.lru_cache(maxsize=16)
+def _tuple_orders(n: int) -> torch.Tensor:
+    """The orders a tuple of ``n`` can take in the order task, each followed by its shuffled flag:
+    row 0 the identity (flag 0), row ``1 + i`` the ``i``-th of :func:`shuffling_permutations` (flag 1)."""
+    perms = torch.cat([torch.arange(n)[None], shuffling_permutations(n)])
+    return torch.cat([perms, (torch.arange(len(perms)) > 0).long()[:, None]], 1)
+
+
 @torch.compiler.disable
 def draw_tuple_shuffles(draws: int, b: int, n: int, generator: torch.Generator | None,
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,14 +93,13 @@ def draw_tuple_shuffles(draws: int, b: int, n: int, generator: torch.Generator |
     ``(draws, B)`` on ``device``, copied together without a host wait. Drawn draw after draw, the
     flags before the permutations, outside compiled graphs (the draws use a host generator): one
     graph break for all of them."""
-    perms = shuffling_permutations(n)
-    drawn = []
+    table = _tuple_orders(n)
+    flags, choices = [], []
     for _ in range(draws):
-        flags = torch.randint(0, 2, (b,), generator=generator)
-        choice = perms[torch.randint(0, len(perms), (b,), generator=generator)]
-        order = torch.where(flags[:, None].bool(), choice, torch.arange(n).expand(b, n))
-        drawn.append(torch.cat([order, flags[:, None]], 1))
-    together = host_to_device(torch.stack(drawn), device)
+        flags.append(torch.randint(0, 2, (b,), generator=generator))
+        choices.append(torch.randint(0, len(table) - 1, (b,), generator=generator))
+    rows = torch.stack(choices).add_(1).mul_(torch.stack(flags))  # 0 (kept) or 1 + the permutation drawn
+    together = host_to_device(table[rows], device)
     return together[..., :n], together[..., n]
 
 
@@ -122,8 +130,8 @@ class VCLRHeads(nn.Module):
         return z.view(*h.shape[:-1], *z.shape[1:])
 
     def video_embedding(self, h: torch.Tensor) -> torch.Tensor:
-        """A tuple's features ``(B, N, D)`` → its normalised video embedding ``(B, d)``."""
-        return F.normalize(self.video(h.mean(1)), dim=-1)
+        """A tuple's features ``(N, B, D)``, segment by segment → its normalised video embedding ``(B, d)``."""
+        return F.normalize(self.video(h.mean(0)), dim=-1)
 
 
 class VCLREncoder(nn.Module):
@@ -176,46 +184,47 @@ class VCLR(nn.Module):
             orders, flags = draw_tuple_shuffles(2, b, n, generator, device)
         queue = self.queue.snapshot() if "inter" in losses else None
         video_queue = self.video_queue.snapshot() if "video" in losses else None
-        query_tuple = torch.stack(views[:n], 1)  # (B, N, ...)
-        key_inputs = torch.cat([torch.stack(views[n:2 * n], 1).flatten(0, 1), views[2 * n]])  # (B*N + B, ...)
-        hq = self.backbone(query_tuple.flatten(0, 1)).view(b, n, -1)
+        # both batches segment by segment, (N*B, ...): the query tuple; the key tuple, then the
+        # anchors' second views
+        hq = self.backbone(torch.cat(views[:n])).view(n, b, -1)
         heads_q = self.encoder_q.heads
         frame_losses = heads_q.frame is not None
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, key_inputs, perm, self.distributed,
-                                    self.cfg.shuffle_bn_splits)
+            hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat(views[n:]), perm, self.distributed,
+                                    self.cfg.shuffle_bn_splits).view(n + 1, b, -1)
             heads_k = self.encoder_k.heads
             if frame_losses:  # one pass over the key tuple and the anchor's second view
                 zk = heads_k.frames(hk)
-                k_tuple, k_anchor = zk[: b * n].view(b, n, *zk.shape[1:]), zk[b * n:]  # (B, N, heads, d), (B, heads, d)
+                k_tuple, k_anchor = zk[:n], zk[n]  # (N, B, heads, d), (B, heads, d)
             if heads_k.video is not None:
-                k_video = heads_k.video_embedding(hk[: b * n].view(b, n, -1))
-        zq = heads_q.frames(hq) if frame_losses else None  # (B, N, heads, d): every segment, every frame head
+                k_video = heads_k.video_embedding(hk[:n])
+        zq = heads_q.frames(hq) if frame_losses else None  # (N, B, heads, d): every segment, every frame head
         parts: dict[str, torch.Tensor] = {}
         if "video" in losses:
             parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, video_queue, self.cfg.tau)
         if "inter" in losses or "intra" in losses:
             last = info["anchor_last"].bool()
             rows = torch.arange(b, device=last.device)
-            query = zq[rows, torch.where(last, n - 1, 0)]  # (B, heads, d): the anchor's (first or last) segment
+            query = zq[torch.where(last, n - 1, 0), rows]  # (B, heads, d): the anchor's (first or last) segment
             # the other segments, in temporal order, without the anchor's: 0..N-2 or 1..N-1
-            others = torch.arange(n - 1, device=last.device) + (~last)[:, None]
-            other = k_tuple[rows[:, None], others]  # (B, N-1, heads, d)
+            others = torch.arange(n - 1, device=last.device)[:, None] + (~last)
+            other = k_tuple[others, rows]  # (N-1, B, heads, d)
             if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
                 i = heads_q.column("inter")
-                inter_keys = torch.cat([k_anchor[:, i], other[:, :, i].transpose(0, 1).flatten(0, 1)])
-                parts["inter"] = seco_inter_loss(query[:, i], inter_keys.chunk(n), queue, self.cfg.tau)
+                inter_keys = torch.cat([k_anchor[None, :, i], other[:, :, i]])  # (N, B, d)
+                parts["inter"] = seco_inter_loss(query[:, i], inter_keys, queue, self.cfg.tau)
             if "intra" in losses:
                 i = heads_q.column("intra")
-                parts["intra"] = seco_intra_loss(query[:, i], k_anchor[:, i], other[:, :, i].unbind(1), self.cfg.tau)
+                parts["intra"] = seco_intra_loss(query[:, i], k_anchor[:, i], other[:, :, i], self.cfg.tau)
         if "order" in losses:
             i = heads_q.column("order")
-            q_shuffled, k_shuffled = shuffle_tuples(zq[:, :, i], orders[0]), shuffle_tuples(k_tuple[:, :, i], orders[1])
+            q_shuffled = shuffle_tuples(zq[:, :, i].transpose(0, 1), orders[0])
+            k_shuffled = shuffle_tuples(k_tuple[:, :, i].transpose(0, 1), orders[1])
             logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
             parts["order"] = order_cross_entropy(logits, flags[0] + 2 * flags[1])
         if "inter" in losses:
-            self.queue.enqueue(inter_keys, gather=self.distributed)
+            self.queue.enqueue(inter_keys.flatten(0, 1), gather=self.distributed)
         if "video" in losses:
             self.video_queue.enqueue(k_video, gather=self.distributed)
         return sum(parts.values()), parts

@@ -45,5 +45,5 @@ class KeyQueue(nn.Module):
             keys, n = keys[-self.size:], self.size
         idx = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
         self.keys[idx] = keys
-        self.ptr.copy_((self.ptr + n) % self.size)
-        self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+        self.ptr.add_(n).remainder_(self.size)
+        self.filled.add_(n).clamp_(max=self.size)
