@@ -2,12 +2,14 @@
 
     python benchmarks/compile_losses.py [--device cuda] [--scales laptop,scale]
 
-Each loss of ``vidssl.losses`` that ends in a cross-entropy is compiled as one graph
-(``fullgraph=True``, static shapes) at the laptop configs' sizes and at the larger batches of
-``benchmarks/gpu_speed.sh scale`` (e.g. SeCo's inter loss at batch 128: 384 rows of 4,097 logits,
-where inductor once fused ``F.cross_entropy``'s mean with its count of valid labels into a kernel
-Triton failed to compile). Value and input gradients are compared with the eager loss; a failed
-compilation is printed with the first line of its error. Exit status 1 if any case fails.
+Each loss of ``vidssl.losses`` that ends in a softmax over scores (a cross-entropy, or SeCo's
+losses' log-sum-exp form) is compiled as one graph (``fullgraph=True``, static shapes) at the laptop
+configs' sizes and at the larger batches of ``benchmarks/gpu_speed.sh scale`` (e.g. SeCo's inter
+loss at batch 128, three positives against 4,096 queued keys, where inductor once fused
+``F.cross_entropy``'s mean over its 384 rows with its count of valid labels into a kernel Triton
+failed to compile; the inter loss now takes the queue's log-sum-exp once per query, 128 rows).
+Value and input gradients are compared with the eager loss; a failed compilation is printed with
+the first line of its error. Exit status 1 if any case fails.
 Inductor needs a C++ compiler on CPU; on CUDA it generates Triton kernels.
 """
 

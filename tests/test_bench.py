@@ -279,6 +279,11 @@ def test_ordering_verdict_is_welchs_t_test():
     assert ordering_verdict([0.7, 0.8, 0.9], [0.3, 0.4, 0.5]) == "holds (p < 0.01)"
     assert ordering_verdict([0.50, 0.51, 0.52], [0.20, 0.21, 0.22]) == "holds (p < 0.001)"  # t = 36.7, df 4
     assert ordering_verdict([0.5], [0.1, 0.2]) == "holds, within noise (one seed)"
+    # below alpha but 0.05 at two decimals: said as below it, not as "p = 0.05"
+    from scipy import stats
+    near = [0.20, 0.30, 0.40], [0.00, 0.09, 0.16]
+    assert 0.045 <= stats.ttest_ind(*near, equal_var=False).pvalue < 0.05
+    assert ordering_verdict(*near) == "holds (p < 0.05)"
     assert ordering_verdict([0.25, 0.75], [0.5, 0.5]) == "tied"
 
 

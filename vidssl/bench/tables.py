@@ -274,8 +274,9 @@ def ordering_verdict(better: list[float], worse: list[float], alpha: float = CLA
         return f"{word} (no spread)"
     test = stats.ttest_ind(better, worse, equal_var=False)
     p = float(test.pvalue)
-    if p < alpha:
-        return f"{word} ({'p < 0.001' if p < 0.001 else 'p < 0.01' if p < 0.01 else f'p = {p:.2f}'})"
+    if p < alpha:  # two decimals, unless they would round up to alpha (p = 0.0496 reads "p < 0.05")
+        shown = f"p = {p:.2f}" if round(p, 2) < alpha else f"p < {alpha:g}"
+        return f"{word} ({'p < 0.001' if p < 0.001 else 'p < 0.01' if p < 0.01 else shown})"
     standard_error = math.sqrt(var_better / len(better) + var_worse / len(worse))
     detectable = (stats.t.ppf(1 - alpha / 2, test.df) + stats.t.ppf(CLAIM_POWER, test.df)) * standard_error
     return f"{word}, within noise (p = {p:.2f}; detectable gap {100 * detectable:.1f})"
