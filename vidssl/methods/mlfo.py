@@ -255,13 +255,12 @@ class MLFO(nn.Module):
             levels |= {*cfg.temporal_levels, *cfg.retrieval_levels}
         return levels
 
-    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor,
-                    steps: torch.Tensor | None = None) -> torch.Tensor:
+    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """L_aug (eq. 11-12) at one level on the maps of clip 1 and clip 2 stacked in ``pair``
         ``(2 B, C, T, H, W)``: ME(f^1) and ME(f^2) are positives; the branch applied to each temporal
         transformation of the anchor's own map (``times[0, 1:]``, ``times[1, 1:]``, see
         :meth:`time_orders`) are its negatives. Both views anchor. ``steps``: the maps' spatial means
-        ``(2 B, C, T)`` where the caller has them."""
+        ``(2 B, C, T)``."""
         e1, e2 = self.motion[level].reordered(pair, times, steps)  # each (B, 1 + A, d)
         return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
                 + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))

@@ -18,7 +18,6 @@ is frame-only).
 
 from __future__ import annotations
 
-import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ from vidssl.data.samplers import VCLRSampler
 from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
 from vidssl.models.backbones import Backbone
 from vidssl.models.heads import ParallelHeads, check_head_hidden, mlp
-from vidssl.modules.device import host_to_device
+from vidssl.modules.device import host_to_device, step_constant
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
@@ -76,7 +75,7 @@ def shuffling_permutations(n: int) -> torch.Tensor:
     return torch.tensor(perms, dtype=torch.long).view(-1, n)
 
 
-@functools.lru_cache(maxsize=16)
+@step_constant
 def _tuple_orders(n: int) -> torch.Tensor:
     """The orders a tuple of ``n`` can take in the order task, each followed by its shuffled flag:
     row 0 the identity (flag 0), row ``1 + i`` the ``i``-th of :func:`shuffling_permutations` (flag 1)."""

@@ -23,8 +23,9 @@ def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def step_constant(build: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """A small constant tensor a step needs, ``build(*settings)`` (hashable settings, the device
-    among them): eagerly built once per setting and reused; in a compiled graph built in the graph,
-    where it becomes a constant of the graph (dynamo does not trace a cache)."""
+    among them unless it stays on the host): eagerly built once per setting and reused; in a
+    compiled graph built in the graph, where it becomes a constant of the graph (dynamo does not
+    trace a cache)."""
     cached = functools.lru_cache(maxsize=64)(build)
 
     @functools.wraps(build)
