@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
 from vidssl.modules.momentum import ema_update_, momentum_copy, parameter_list
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
+from vidssl.modules.views import cat_views
 
 
 def test_queue_fifo_and_wraparound():
@@ -45,6 +47,127 @@ def test_parameter_list_is_parameters_in_order_and_updates_shared_weights_once()
     ema_update_(target, net, 0.5)  # a parameter listed twice would be averaged twice
     for b, t, o in zip(before, target.parameters(), net.parameters(), strict=True):
         assert torch.allclose(t, 0.5 * b + 0.5 * o)
+
+
+def conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.Linear(5, 2))
+
+
+def per_parameter_ema(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """The reference: one lerp per parameter, as MoCo's code writes the update."""
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), online.parameters(), strict=True):
+            t.lerp_(o, 1 - momentum)
+
+
+def train_online(online: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    online(torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(step))).square().sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def test_ema_in_flat_buffers_is_bit_identical_to_a_lerp_per_parameter_and_follows_the_optimizer():
+    online = conv_net()
+    target = momentum_copy(online)
+    online_ref, target_ref = copy.deepcopy(online), copy.deepcopy(target)
+    opt = torch.optim.SGD(online.parameters(), lr=0.1, momentum=0.9)
+    opt_ref = torch.optim.SGD(online_ref.parameters(), lr=0.1, momentum=0.9)
+    for step in range(4):  # the optimizer updates the online network's flat views in place
+        train_online(online, opt, step)
+        train_online(online_ref, opt_ref, step)
+        ema_update_(target, online, 0.9)
+        per_parameter_ema(target_ref, online_ref, 0.9)
+        for a, b in zip([*target.parameters(), *online.parameters()],
+                        [*target_ref.parameters(), *online_ref.parameters()], strict=True):
+            assert torch.equal(a, b)
+    pair = target._ema_flat_pair
+    assert pair.flat_target is not None  # it did run on flat buffers: every parameter is a view of one
+    assert {p.untyped_storage().data_ptr() for p in target.parameters()} == {pair.flat_target.data_ptr()}
+    assert {p.untyped_storage().data_ptr() for p in online.parameters()} == {pair.flat_online.data_ptr()}
+    assert all(p.grad is None or p.grad.shape == p.shape for p in online.parameters())
+    # a deep copy of both (or a pickled one) pairs its own parameters, not the originals'
+    copied_target, copied_online = pickle.loads(pickle.dumps(copy.deepcopy(nn.ModuleList([target, online]))))
+    ema_update_(copied_target, copied_online, 0.5)
+    per_parameter_ema(target_ref, online_ref, 0.5)
+    for a, b, original in zip(copied_target.parameters(), target_ref.parameters(), target.parameters(), strict=True):
+        assert torch.equal(a, b) and not torch.equal(original, b)
+
+
+def test_ema_follows_moved_and_replaced_parameters():
+    online = conv_net()
+    target = momentum_copy(online)
+    ema_update_(target, online, 0.5)
+    # re-allocated in place (as .to(device) or a channels-last conversion does): a new layout on both sides
+    for net in (online, target):
+        net[0].weight.data = net[0].weight.data.contiguous(memory_format=torch.channels_last)
+    # replaced objects (as load_state_dict(assign=True) does), on both networks
+    online[3].weight = nn.Parameter(torch.randn(5, 144))
+    target[3].weight = nn.Parameter(torch.randn(5, 144), requires_grad=False)
+    target_ref = copy.deepcopy(target)
+    ema_update_(target, online, 0.5)
+    per_parameter_ema(target_ref, online, 0.5)
+    for a, b in zip(target.parameters(), target_ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert target[0].weight.is_contiguous(memory_format=torch.channels_last)  # its layout is kept
+    assert target[3].weight.untyped_storage().data_ptr() == target._ema_flat_pair.flat_target.data_ptr()
+    # a different online network for the same target is paired anew
+    other = conv_net()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1)
+    other[3].weight = nn.Parameter(torch.randn(5, 144))
+    target_ref = copy.deepcopy(target)
+    ema_update_(target, other, 0.5)
+    per_parameter_ema(target_ref, other, 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), target_ref.parameters(), strict=True))
+
+
+def test_ema_of_parameters_that_cannot_share_a_buffer_falls_back_to_a_lerp_per_parameter():
+    online = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2).double())
+    target = momentum_copy(online)
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1)
+    target_ref = copy.deepcopy(target)
+    ema_update_(target, online, 0.75)
+    per_parameter_ema(target_ref, online, 0.75)
+    assert target._ema_flat_pair.flat_target is None
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), target_ref.parameters(), strict=True))
+
+
+def test_ema_between_the_online_forward_and_its_backward_leaves_the_gradients_alone():
+    """SeCo and VCLR update the momentum encoder after the online forward: moving the online
+    parameters into their flat buffer there must not disturb the backward pass."""
+    online = conv_net()
+    target = momentum_copy(online)
+    x = torch.randn(4, 3, 8, 8)
+    expected = torch.autograd.grad(online(x).square().sum(), list(online.parameters()))
+    loss = online(x).square().sum()
+    ema_update_(target, online, 0.9)  # the first update: builds the flat buffers
+    assert target._ema_flat_pair.flat_target is not None
+    for g, p in zip(expected, online.parameters(), strict=True):
+        assert torch.equal(torch.autograd.grad(loss, p, retain_graph=True)[0], g)
+
+
+def test_cat_views_is_a_view_for_a_collated_batch_and_torch_cat_otherwise():
+    stacked = torch.randn(4, 3, 2, 5)
+    views = list(stacked.unbind(0))
+    joined = cat_views(views[1:])
+    assert torch.equal(joined, torch.cat(views[1:])) and joined.data_ptr() == views[1].data_ptr()
+    # as a loader worker hands them over: tensors of their own on the batch's storage
+    handed_over = [torch.empty(0).set_(stacked.untyped_storage(), v.storage_offset(), v.shape, v.stride())
+                   for v in views]
+    joined = cat_views(handed_over[:3])
+    assert torch.equal(joined, torch.cat(views[:3])) and joined.data_ptr() == views[0].data_ptr()
+    for parts in ([views[0], views[2]], [views[2], views[1]], [views[0], torch.randn(3, 2, 5)],
+                  [views[0].clone(), views[1].clone()], list(stacked.transpose(0, 1)[:, 0:2].unbind(0))):
+        out = cat_views(parts)  # not adjacent, out of order, separate tensors, strided views: a copy
+        assert torch.equal(out, torch.cat(parts)) and out.data_ptr() != parts[0].data_ptr()
+    leaves = list(stacked.clone().requires_grad_(True).unbind(0))
+    joined = cat_views(leaves[:2])  # views with a gradient history: torch.cat
+    assert joined.data_ptr() != leaves[0].data_ptr()
+    joined.sum().backward()
 
 
 def test_momentum_copy_is_frozen_and_independent():

@@ -28,6 +28,7 @@ from vidssl.models.backbones import Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.relation import DecouplingAttention, MixedAttention
 from vidssl.modules.distributed import all_gather_with_grad, rank
+from vidssl.modules.views import cat_views
 
 CORP_LOSSES = ("contrast", "order")
 RELATIONS = ("decoupling", "mixed")
@@ -114,7 +115,7 @@ class CORPf(_ClipEncoder):
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = views[0].shape[0]
-        z = self.embed(torch.cat(views[:2]))  # (2B, d): clips a then clips b
+        z = self.embed(cat_views(views[:2]))  # (2B, d): clips a then clips b
         parts: dict[str, torch.Tensor] = {}
         if "contrast" in self.cfg.losses:
             candidates = all_gather_with_grad(z, self.distributed)
@@ -148,7 +149,7 @@ class CORPm(_ClipEncoder):
         k, b = len(views), views[0].shape[0]
         if b % 2:
             raise ValueError(f"CORP_m pairs the videos of a batch: the per-rank batch must be even, got {b}")
-        z = self.embed(torch.cat(views)).view(k, b, -1).transpose(0, 1)  # (B, K, d)
+        z = self.embed(cat_views(views)).view(k, b, -1).transpose(0, 1)  # (B, K, d)
         starts = info["starts"]  # (B, K)
         pairs = b // 2
         z_pairs = z.reshape(pairs, 2 * k, -1)  # video 2p's K clips, then video 2p+1's

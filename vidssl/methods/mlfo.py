@@ -45,6 +45,7 @@ from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, order_
 from vidssl.modules.batch_norm import forward_per_group
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
 from vidssl.modules.queue import KeyQueue
+from vidssl.modules.views import cat_views
 
 TEMPORAL_MODES = ("none", "input", "feature")
 
@@ -185,7 +186,7 @@ class MLFO(nn.Module):
         inputs = [clip1, clip2] + ([whole] if cfg.temporal == "feature" else [])
         if cfg.temporal == "input":  # Table 3's conventional baseline: transformed input clips
             inputs += [temporal_augment(c, name, generator) for name in cfg.temporal_augs for c in (clip1, clip2)]
-        levels = self.encoder.forward_levels(torch.cat(inputs))  # each (len(inputs) * B, C, T, H, W)
+        levels = self.encoder.forward_levels(cat_views(inputs))  # each (len(inputs) * B, C, T, H, W)
         self_index = (rank() * b if self.distributed else 0) + torch.arange(b, device=clip1.device)
 
         def gathered(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

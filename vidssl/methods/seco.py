@@ -20,6 +20,7 @@ from vidssl.models.heads import ParallelHeads, check_head_hidden
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
+from vidssl.modules.views import cat_views
 
 SECO_LOSSES = ("inter", "intra", "order")
 
@@ -100,7 +101,7 @@ class SeCo(nn.Module):
         q = self.encoder_q.split(self.encoder_q(anchor_q))
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat([anchor_k, frame2, frame3]), perm,
+            hk = shuffle_bn_forward(self.encoder_k.backbone, cat_views([anchor_k, frame2, frame3]), perm,
                                     self.distributed, self.cfg.shuffle_bn_splits)
             # each head's keys (3, B, d): the anchor's second view, the second frame, the third
             zk = self.encoder_k.split(self.encoder_k.project(hk))

@@ -33,6 +33,7 @@ from vidssl.modules.device import host_to_device, step_constant
 from vidssl.modules.momentum import ema_update_, momentum_copy
 from vidssl.modules.queue import KeyQueue
 from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
+from vidssl.modules.views import cat_views
 
 VCLR_LOSSES = ("video", "inter", "intra", "order")
 
@@ -185,12 +186,12 @@ class VCLR(nn.Module):
         video_queue = self.video_queue.snapshot() if "video" in losses else None
         # both batches segment by segment, (N*B, ...): the query tuple; the key tuple, then the
         # anchors' second views
-        hq = self.backbone(torch.cat(views[:n])).view(n, b, -1)
+        hq = self.backbone(cat_views(views[:n])).view(n, b, -1)
         heads_q = self.encoder_q.heads
         frame_losses = heads_q.frame is not None
         with torch.no_grad():
             ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, torch.cat(views[n:]), perm, self.distributed,
+            hk = shuffle_bn_forward(self.encoder_k.backbone, cat_views(views[n:]), perm, self.distributed,
                                     self.cfg.shuffle_bn_splits).view(n + 1, b, -1)
             heads_k = self.encoder_k.heads
             if frame_losses:  # one pass over the key tuple and the anchor's second view
