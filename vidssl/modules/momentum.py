@@ -87,8 +87,8 @@ class FlatPair:
     def build(target: list[torch.Tensor], online: list[torch.Tensor], online_module: nn.Module) -> FlatPair:
         """Moves both lists' data into flat buffers (the same values, shapes and strides)."""
         _watch_registrations()
-        first = online[0]
-        shareable = all(
+        first = online[0] if online else None
+        shareable = first is not None and all(
             k.dtype == q.dtype == first.dtype and k.device == q.device == first.device
             and k.shape == q.shape and k.stride() == q.stride() and _dense(k) and _dense(q)
             for k, q in zip(target, online, strict=True))
@@ -113,12 +113,17 @@ class FlatPair:
         if self.online_id != id(online) or _pointers(self.target, self.online) != self.pointers:
             return False
         if self.registrations != _registrations:
-            same = (_identical(parameter_list(target), self.target)
-                    and _identical(parameter_list(online), self.online))
-            if not same:
+            if not _identical(parameter_list(target) + parameter_list(online), self.target + self.online):
                 return False
             self.registrations = _registrations
         return True
+
+    def lerp_(self, weight: float) -> None:
+        """``target <- target + weight * (online - target)``, over the flat buffers where there are."""
+        if self.flat_target is not None:
+            self.flat_target.lerp_(self.flat_online, weight)
+        elif self.target:
+            torch._foreach_lerp_(self.target, self.online, weight)
 
 
 def _pointers(target: list[torch.Tensor], online: list[torch.Tensor]) -> tuple[int, ...]:
@@ -129,6 +134,13 @@ def _identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
+def _paired_parameters(target: nn.Module, online: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    pk, pq = parameter_list(target), parameter_list(online)
+    if len(pk) != len(pq):
+        raise ValueError(f"EMA: the target has {len(pk)} parameters, the online network {len(pq)}")
+    return pk, pq
+
+
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """``theta_k <- m * theta_k + (1 - m) * theta_q`` for every parameter (MoCo eq. 2).
@@ -137,18 +149,11 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     the first update and again whenever a parameter was replaced or moved) and the update is one
     ``lerp_``: elementwise, so bit-identical to a lerp per parameter. Inside a compiled graph it is
     one multi-tensor lerp over the parameter lists."""
-    weight = 1.0 - momentum
+    if torch.compiler.is_compiling():
+        torch._foreach_lerp_(*_paired_parameters(target, online), 1.0 - momentum)
+        return
     pair = target.__dict__.get("_ema_flat_pair")  # a plain attribute: not a submodule, not in state_dict
-    if torch.compiler.is_compiling() or pair is None or not pair.holds(target, online):
-        pk, pq = parameter_list(target), parameter_list(online)
-        if len(pk) != len(pq):
-            raise ValueError(f"EMA: the target has {len(pk)} parameters, the online network {len(pq)}")
-        if torch.compiler.is_compiling() or not pk:
-            torch._foreach_lerp_(pk, pq, weight)
-            return
-        pair = FlatPair.build(pk, pq, online)
+    if pair is None or not pair.holds(target, online):
+        pair = FlatPair.build(*_paired_parameters(target, online), online)
         target.__dict__["_ema_flat_pair"] = pair
-    if pair.flat_target is None:
-        torch._foreach_lerp_(pair.target, pair.online, weight)
-    else:
-        pair.flat_target.lerp_(pair.flat_online, weight)
+    pair.lerp_(1.0 - momentum)
