@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
+from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss, sum_parts
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:
@@ -110,3 +110,26 @@ def test_losses_are_float32_under_bf16_inputs():
     q, k, queue = (unit(4, 8, seed=s).bfloat16() for s in (0, 1, 2))
     assert info_nce(q, k, queue).dtype == torch.float32
     assert seco_inter_loss(q, k[None], queue).dtype == seco_intra_loss(q, k, queue[None]).dtype == torch.float32
+
+
+def test_sum_parts_adds_in_order_without_a_leading_zero():
+    """The parts' sum, bit for bit Python's (``0 + a + b + c``), with no ``0 +`` node: one part is
+    returned as it is, and the graph of three parts is the two additions."""
+    a, b, c = (torch.tensor(x, requires_grad=True) for x in (0.1, 1e8, -1e8))
+    assert sum_parts({"a": a}) is a
+    total = sum_parts({"a": a, "b": b, "c": c})
+    assert torch.equal(total, sum([a, b, c])) and torch.equal(total, (a + b) + c)
+    assert not torch.equal(total, a + (b + c))  # the order is kept: (0.1 + 1e8) - 1e8 != 0.1
+
+    def additions(t: torch.Tensor) -> int:
+        nodes, seen = [t.grad_fn], 0
+        while nodes:
+            node = nodes.pop()
+            if node is not None and type(node).__name__ != "AccumulateGrad":
+                seen += 1
+                nodes += [f for f, _ in node.next_functions]
+        return seen
+
+    assert additions(total) == 2 and additions(sum([a, b, c])) == 3
+    total.backward()
+    assert [float(x.grad) for x in (a, b, c)] == [1.0, 1.0, 1.0]

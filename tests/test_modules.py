@@ -30,6 +30,25 @@ def test_queue_fifo_and_wraparound():
     assert {"keys", "ptr"} <= set(q.state_dict())
 
 
+@pytest.mark.parametrize("size, batches", [(5, [3, 3, 2, 7, 4]), (8, [4, 4, 4]), (6, [6, 1, 5, 6])])
+def test_queue_host_pointer_writes_equal_device_index_writes(monkeypatch, size, batches):
+    """On CPU the pointer is read on the host and the keys copied by slices; on a device, and in a
+    compiled graph, the slots are indexed there. Both leave the same keys, pointer and count after
+    every step: filling, wrapping, a batch of the ring's size and one larger than the ring."""
+    host, indexed = KeyQueue(size, 3), KeyQueue(size, 3)
+    g = torch.Generator().manual_seed(0)
+    for n in batches:
+        keys = torch.randn(n, 3, generator=g)
+        host.enqueue(keys, gather=False)
+        with monkeypatch.context() as m:
+            m.setattr(torch.compiler, "is_compiling", lambda: True)  # the device's path, on the CPU
+            indexed.enqueue(keys, gather=False)
+        state = indexed.state_dict()
+        for name, buffer in host.state_dict().items():
+            assert torch.equal(buffer, state[name]), (n, name)
+    assert int(host.filled) == size and 0 <= int(host.ptr) < size
+
+
 def test_ema_update_formula():
     online, target = nn.Linear(3, 2), nn.Linear(3, 2)
     before = [p.clone() for p in target.parameters()]

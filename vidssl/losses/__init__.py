@@ -6,5 +6,6 @@ every loss returns the mean over the batch.
 
 from vidssl.losses.contrastive import info_nce, seco_inter_loss, seco_intra_loss
 from vidssl.losses.order import order_cross_entropy
+from vidssl.losses.total import sum_parts
 
-__all__ = ["info_nce", "order_cross_entropy", "seco_inter_loss", "seco_intra_loss"]
+__all__ = ["info_nce", "order_cross_entropy", "seco_inter_loss", "seco_intra_loss", "sum_parts"]

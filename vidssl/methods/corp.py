@@ -24,6 +24,7 @@ from torch import nn
 
 from vidssl.data.samplers import MinimalOffsetClipSampler, RandomClipsSampler
 from vidssl.losses.corp import corp_f_order_loss, corp_m_decoupled_loss, corp_m_loss, corp_pair_labels, nt_xent
+from vidssl.losses.total import sum_parts
 from vidssl.models.backbones import Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.relation import DecouplingAttention, MixedAttention
@@ -129,7 +130,7 @@ class CORPf(_ClipEncoder):
             a_first = (info["starts"][:, 0] <= info["starts"][:, 1])[:, None]
             earlier, later = torch.where(a_first, za, zb), torch.where(a_first, zb, za)
             parts["order"] = corp_f_order_loss(self.order_logits(earlier, later), self.order_logits(later, earlier))
-        return sum(parts.values()), parts
+        return sum_parts(parts), parts
 
 
 class CORPm(_ClipEncoder):
@@ -165,7 +166,7 @@ class CORPm(_ClipEncoder):
         else:
             logits = self.relation(zi, zj).flatten(0, 1)
             parts = {name: corp_m_loss(logits, labels, (name,)) / pairs for name in self.cfg.losses}
-        return sum(parts.values()), parts
+        return sum_parts(parts), parts
 
 
 @dataclass

@@ -39,6 +39,7 @@ from vidssl.losses.mlfo import (
     swapped_prediction_loss,
     timestamp_retrieval_loss,
 )
+from vidssl.losses.total import sum_parts
 from vidssl.models.backbones import LEVELS, Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, order_indices, temporal_augment, time_order
@@ -233,7 +234,7 @@ class MLFO(nn.Module):
             neg1 = torch.stack(transformed[0::2], dim=1)  # (B, A, d)
             neg2 = torch.stack(transformed[1::2], dim=1)
             parts["aug_input"] = cfg.aug_weight * (info_nce(z1, z2, neg1, cfg.tau) + info_nce(z2, z1, neg2, cfg.tau))
-        return sum(parts.values()), parts
+        return sum_parts(parts), parts
 
     @torch.compiler.disable
     def time_orders(self, steps: list[int], generator: torch.Generator | None,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.data.samplers import SeCoTripletSampler
-from vidssl.losses import order_cross_entropy, seco_inter_loss, seco_intra_loss
+from vidssl.losses import order_cross_entropy, seco_inter_loss, seco_intra_loss, sum_parts
 from vidssl.models.backbones import Backbone
 from vidssl.models.heads import ParallelHeads, check_head_hidden
 from vidssl.modules.momentum import ema_update_, momentum_copy
@@ -113,4 +113,4 @@ class SeCo(nn.Module):
             features = torch.cat([q["order"], k["order"][1], k["order"][2]], dim=1)
             parts["order"] = order_cross_entropy(self.order_classifier(features), info["order"])
         self.queue.enqueue(k["inter"].flatten(0, 1), gather=self.distributed)
-        return sum(parts.values()), parts
+        return sum_parts(parts), parts

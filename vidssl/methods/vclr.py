@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.data.samplers import VCLRSampler
-from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
+from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss, sum_parts
 from vidssl.models.backbones import Backbone
 from vidssl.models.heads import ParallelHeads, check_head_hidden, mlp
 from vidssl.modules.device import host_to_device, step_constant
@@ -205,11 +205,9 @@ class VCLR(nn.Module):
             parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, video_queue, self.cfg.tau)
         if "inter" in losses or "intra" in losses:
             last = info["anchor_last"].bool()
-            rows = torch.arange(b, device=last.device)
-            query = zq[torch.where(last, n - 1, 0), rows]  # (B, heads, d): the anchor's (first or last) segment
+            query = torch.where(last[:, None, None], zq[n - 1], zq[0])  # (B, heads, d): the anchor's segment
             # the other segments, in temporal order, without the anchor's: 0..N-2 or 1..N-1
-            others = torch.arange(n - 1, device=last.device)[:, None] + (~last)
-            other = k_tuple[others, rows]  # (N-1, B, heads, d)
+            other = torch.where(last[:, None, None], k_tuple[:n - 1], k_tuple[1:])  # (N-1, B, heads, d)
             if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
                 i = heads_q.column("inter")
                 inter_keys = torch.cat([k_anchor[None, :, i], other[:, :, i]])  # (N, B, d)
@@ -227,4 +225,4 @@ class VCLR(nn.Module):
             self.queue.enqueue(inter_keys.flatten(0, 1), gather=self.distributed)
         if "video" in losses:
             self.video_queue.enqueue(k_video, gather=self.distributed)
-        return sum(parts.values()), parts
+        return sum_parts(parts), parts
