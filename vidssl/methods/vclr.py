@@ -204,10 +204,10 @@ class VCLR(nn.Module):
         if "video" in losses:
             parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, video_queue, self.cfg.tau)
         if "inter" in losses or "intra" in losses:
-            last = info["anchor_last"].bool()
-            query = torch.where(last[:, None, None], zq[n - 1], zq[0])  # (B, heads, d): the anchor's segment
+            last = info["anchor_last"].bool()[:, None, None]  # per video, against (..., B, heads, d)
+            query = torch.where(last, zq[n - 1], zq[0])  # (B, heads, d): the anchor's segment
             # the other segments, in temporal order, without the anchor's: 0..N-2 or 1..N-1
-            other = torch.where(last[:, None, None], k_tuple[:n - 1], k_tuple[1:])  # (N-1, B, heads, d)
+            other = torch.where(last, k_tuple[:n - 1], k_tuple[1:])  # (N-1, B, heads, d)
             if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
                 i = heads_q.column("inter")
                 inter_keys = torch.cat([k_anchor[None, :, i], other[:, :, i]])  # (N, B, d)
