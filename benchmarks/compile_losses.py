@@ -2,14 +2,14 @@
 
     python benchmarks/compile_losses.py [--device cuda] [--scales laptop,scale]
 
-Each loss of ``vidssl.losses`` that ends in a softmax over scores (a cross-entropy, or SeCo's
+Each loss of ``vidssl.losses`` that ends in a softmax over scores (``F.cross_entropy``, or SeCo's
 losses' log-sum-exp form) is compiled as one graph (``fullgraph=True``, static shapes) at the laptop
-configs' sizes and at the larger batches of ``benchmarks/gpu_speed.sh scale`` (e.g. SeCo's inter
-loss at batch 128, three positives against 4,096 queued keys, where inductor once fused
-``F.cross_entropy``'s mean over its 384 rows with its count of valid labels into a kernel Triton
-failed to compile; the inter loss now takes the queue's log-sum-exp once per query, 128 rows).
-Value and input gradients are compared with the eager loss; a failed compilation is printed with
-the first line of its error. Exit status 1 if any case fails.
+configs' sizes and at the larger batches of ``benchmarks/gpu_speed.sh scale``. The case that once
+failed: ``F.cross_entropy`` over 384 rows against 4,096 queued keys (SeCo's three positives at
+batch 128, torch 2.11 on an H100: inductor fused the mean with its count of valid labels into a
+kernel Triton failed to compile) is ``info_nce (384 rows)``. Value and input gradients are compared
+with the eager loss; a failed compilation is printed with the first line of its error. Exit status
+1 if any case fails.
 Inductor needs a C++ compiler on CPU; on CUDA it generates Triton kernels.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss
+from vidssl.losses import info_nce, seco_inter_loss, seco_intra_loss
 from vidssl.losses.corp import corp_f_order_loss, corp_m_loss, nt_xent
 from vidssl.losses.mlfo import timestamp_retrieval_loss
 
@@ -45,11 +45,13 @@ def cases(batch: int, queue: int, dim: int) -> dict[str, tuple[Callable[..., tor
     pair_labels = torch.randint(0, 3, (b * 56,), generator=g)  # CORP_m: per sample 2 videos x 4 clips, 56 pairs
     return {
         "info_nce (queue)": (lambda q, k, n: info_nce(q, k, n), [unit(b, dim), unit(b, dim), unit(queue, dim)]),
+        f"info_nce ({3 * b} rows)": (lambda q, k, n: info_nce(q, k, n),
+                                     [unit(3 * b, dim), unit(3 * b, dim), unit(queue, dim)]),
         "seco_inter_loss (3 positives)": (lambda q, k1, k2, k3, n: seco_inter_loss(q, torch.stack([k1, k2, k3]), n),
                                           [unit(b, dim), *(unit(b, dim) for _ in range(3)), unit(queue, dim)]),
         "seco_intra_loss (2 other frames)": (lambda q, s, o1, o2: seco_intra_loss(q, s, torch.stack([o1, o2])),
                                              [unit(b, dim) for _ in range(4)]),
-        "order_cross_entropy (4-way)": (lambda x: order_cross_entropy(x, order_labels), [torch.randn(b, 4)]),
+        "cross_entropy (4-way order)": (lambda x: F.cross_entropy(x, order_labels), [torch.randn(b, 4)]),
         "nt_xent (2B anchors)": (lambda a, c: nt_xent(a, c, positive, self_index),
                                  [unit(2 * b, dim), unit(2 * b, dim)]),
         "corp_f_order_loss": (corp_f_order_loss, [torch.randn(b, 2), torch.randn(b, 2)]),

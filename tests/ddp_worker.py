@@ -61,7 +61,7 @@ def main(out: str) -> None:
     (all_gather_with_grad(x).sum() * (rank + 1)).backward()
 
     # Shuffle-BN across ranks: in eval mode it must equal the plain computation.
-    enc = method.encoder_k
+    enc = method.encoders.encoder_k.backbone
     for buf in enc.buffers():  # BN running stats are per rank (broadcast_buffers=False): align them
         dist.broadcast(buf, src=0)
     enc.eval()
@@ -142,8 +142,8 @@ def main(out: str) -> None:
         "queue": keys_q.tolist(),
         "expected_head": all_keys.tolist(),
         "ptr": int(method.queue.ptr),
-        "params": [p.detach().flatten()[:50].tolist() for p in method.encoder_q.parameters()][:6],
-        "param_sum": float(sum(p.detach().double().sum() for p in method.encoder_q.parameters())),
+        "params": [p.detach().flatten()[:50].tolist() for p in method.encoders.encoder_q.parameters()][:6],
+        "param_sum": float(sum(p.detach().double().sum() for p in method.encoders.encoder_q.parameters())),
         "gathered": gathered.tolist(),
         "grad_x": x.grad.tolist(),
         "sbn_eval_err": float((sbn_eval - plain).abs().max()),

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from vidssl.cli import main
 from vidssl.data.check import check_source
@@ -81,14 +80,11 @@ def test_training_dataset_skips_with_a_count(broken_ucf):
     source = load_source(broken_ucf, subset="train")
     ds = VideoDataset(source, SeCoTripletSampler(), ClipAugment(size=16), repeat=(2, 1, 1), layout="frame")
     skipped = 0
-    batch = ds.__getitems__(list(range(len(ds))))  # the loader's call: bad videos replaced inside a batch
     for i in range(len(ds)):
         sample = ds[i]
         assert Path(source.records[sample["index"]].path).parent.name == "Good"
         skipped += sample["skipped"]
         assert len(sample["views"]) == 4 and sample["views"][0].shape == (3, 16, 16)
-        assert batch[i]["index"] == sample["index"] and batch[i]["skipped"] == sample["skipped"]
-        assert all(torch.equal(a, b) for a, b in zip(batch[i]["views"], sample["views"], strict=True))
     assert skipped > 0
 
 

@@ -91,9 +91,9 @@ def test_speed_bench_replays_the_methods_backbone_passes():
     at_one = dict(seco, overhead_at_run_threads={"threads": 1, "overhead": 1.17, "quartiles": [1.1, 1.2]})
     assert "| **1.17x** (1.10-1.20), 1 thr. |" in render_speed([at_one])
     assert "| same |" in render_speed([dict(seco, overhead_at_run_threads=None)])
-    assert "compile=False." in text
-    graphs = dict(seco, settings=dict(seco["settings"], compile=True, compile_mode="reduce-overhead"))
-    assert "compile=True (reduce-overhead)." in render_speed([graphs])
+    assert "compile=off." in text
+    graphs = dict(seco, settings=dict(seco["settings"], compile="reduce-overhead"))
+    assert "compile=reduce-overhead." in render_speed([graphs])
 
 
 @pytest.mark.parametrize("method", ["seco", "mlfo"])
@@ -227,7 +227,7 @@ def test_bench_cli_passes_the_budget_by_name(monkeypatch, capsys):
     assert seen["seeds"] is None and seen["budget"].epochs == 10  # each row's own seeds
 
 
-def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, capsys, tmp_path):
+def test_speed_cli_compile_takes_an_optional_mode_and_checks_it(monkeypatch, capsys, tmp_path):
     from vidssl.bench import speed
     from vidssl.cli import main
 
@@ -235,12 +235,11 @@ def test_speed_cli_compile_mode_implies_compile_and_is_checked(monkeypatch, caps
     monkeypatch.setattr(speed, "run_speed", lambda methods, s: seen.append((methods, s)) or [])
     monkeypatch.setattr(speed, "render_speed", lambda rows: "")
     monkeypatch.setattr(speed, "write_speed", lambda rows, out, name: out)
-    for flags in (["--compile-mode", "reduce-overhead"], ["--compile"], []):
+    for flags in (["--compile", "reduce-overhead"], ["--compile"], []):
         assert main(["bench", "speed", "--methods", "seco", *flags, "--out", str(tmp_path)]) == 0
-    assert [(s.compile, s.compile_mode) for _, s in seen] == [(True, "reduce-overhead"), (True, "default"),
-                                                              (False, "default")]
-    assert main(["bench", "speed", "--compile-mode", "reduce_overhead", "--out", str(tmp_path)]) == 2
-    assert "--compile-mode: 'reduce_overhead' is not one of default, reduce-overhead" in capsys.readouterr().err
+    assert [s.compile for _, s in seen] == ["reduce-overhead", "default", None]
+    assert main(["bench", "speed", "--compile", "reduce_overhead", "--out", str(tmp_path)]) == 2
+    assert "--compile: 'reduce_overhead' is not one of default, reduce-overhead" in capsys.readouterr().err
     assert main(["bench", "speed", "--name", "../speed", "--out", str(tmp_path)]) == 2
     assert "--name: '../speed' is not a file name" in capsys.readouterr().err
     assert len(seen) == 3

@@ -25,22 +25,17 @@ def test_same_samples_whatever_the_worker_count(synth):
     assert torch.equal(batches[0]["info"]["order"], batches[1]["info"]["order"])
 
 
-def test_a_batch_at_once_equals_its_samples_one_by_one(synth):
-    """The loader fetches a batch with ``__getitems__`` (views augmented together); each sample is
-    what it is alone, whatever it is batched with."""
+def test_a_sample_is_a_function_of_its_epoch_and_index(synth):
+    """``(epoch, index)`` keys (the run-long sampler's) give the same sample whenever asked, and a
+    plain index is the sample at the dataset's current epoch."""
     for sampler, kw in ((SeCoTripletSampler(), {"repeat": (2, 1, 1), "layout": "frame"}),
                         (MLFOWindowSampler(window=8, strides=(1, 2)), {})):
         ds = make(synth, sampler, seed=3, **kw)
-        keys = [(1, 4), (0, 7), 9, (2, 4), 4]
-        batch = ds.__getitems__(keys)
-        assert len(batch) == len(keys)
-        for key, sample in zip(keys, batch, strict=True):
-            alone = ds[key]
-            assert all(torch.equal(a, b) for a, b in zip(alone["views"], sample["views"], strict=True))
-            assert alone["info"].keys() == sample["info"].keys()
-            assert all(torch.equal(alone["info"][k], sample["info"][k]) for k in alone["info"])
-            assert all(alone[k] == sample[k] for k in ("index", "label", "skipped"))
-        assert not torch.equal(batch[0]["views"][0], batch[3]["views"][0])  # epochs 1 and 2 of video 4
+        first, again = ds[(1, 4)], ds[(1, 4)]
+        assert all(torch.equal(a, b) for a, b in zip(first["views"], again["views"], strict=True))
+        ds.set_epoch(1)
+        assert all(torch.equal(a, b) for a, b in zip(first["views"], ds[4]["views"], strict=True))
+        assert not torch.equal(first["views"][0], ds[(2, 4)]["views"][0])  # epochs 1 and 2 of video 4
 
 
 def test_collate_holds_the_default_batch_in_two_tensors(synth):
@@ -48,7 +43,8 @@ def test_collate_holds_the_default_batch_in_two_tensors(synth):
     worker hands over each tensor separately), with the values and shapes of default_collate."""
     for sampler, kw in ((SeCoTripletSampler(), {"repeat": (2, 1, 1), "layout": "frame"}),
                         (MLFOWindowSampler(window=8, strides=(1, 2)), {})):
-        samples = make(synth, sampler, **kw).__getitems__(list(range(5)))
+        ds = make(synth, sampler, **kw)
+        samples = [ds[i] for i in range(5)]
         samples[3]["skipped"], samples[2]["label"] = 2, -1
         ours, expected = collate_samples(samples), default_collate(samples)
         assert ours.keys() == expected.keys() and ours["info"].keys() == expected["info"].keys()

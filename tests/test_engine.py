@@ -14,7 +14,6 @@ from vidssl.engine.config import load_config
 from vidssl.engine.export import load_exported
 from vidssl.engine.train import train
 from vidssl.errors import ConfigError
-from vidssl.eval.encoders import load_encoder
 from vidssl.models.backbones import Backbone
 
 SMALL = ["data.synthetic_videos=40", "data.synthetic_size=32", "data.synthetic_frames=16",
@@ -72,7 +71,7 @@ def test_export_loads_strictly_into_torchvision(tmp_path, suffix):
     model.load_state_dict(weights, strict=True)
     # The exported weights are the trained ones, not a fresh init.
     state = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
-    assert torch.equal(weights["conv1.weight"], state["encoder_q.backbone.net.conv1.weight"])
+    assert torch.equal(weights["conv1.weight"], state["encoders.encoder_q.backbone.net.conv1.weight"])
     model.eval()
     ours = Backbone("resnet18")
     ours.net.load_state_dict(weights)
@@ -253,6 +252,23 @@ def test_non_finite_loss_can_skip_the_step(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
 
 
+def test_a_skipped_last_step_still_checkpoints_and_leaves_no_trace_of_its_batch(tmp_path, monkeypatch):
+    """The last step's loss is non-finite: the run still ends with its checkpoint at that step, and
+    the queue, momentum encoder and BatchNorm statistics are those after the step before it."""
+    before = load_config(None, SMALL + [f"train.out={tmp_path / 'before'}", "train.max_steps=3"])
+    train(before)
+    _nan_on_call(monkeypatch, 4)
+    skipped = load_config(None, SMALL + [f"train.out={tmp_path / 'skipped'}", "train.max_steps=4",
+                                         "train.nan_policy=skip", "train.ckpt_every=1000"])
+    train(skipped)
+    state = load_checkpoint(tmp_path / "skipped/checkpoint.pt")
+    assert state["step"] == 4 and sorted(losses(tmp_path / "skipped")) == [1, 2, 3]
+    reference = load_checkpoint(tmp_path / "before/checkpoint.pt")["model"]
+    for key in ("queue.keys", "queue.ptr", "encoders.encoder_k.heads.inter.0.weight",
+                "encoders.encoder_q.backbone.net.bn1.running_mean", "encoders.encoder_q.heads.inter.0.weight"):
+        assert torch.equal(state["model"][key], reference[key]), key
+
+
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     from vidssl.engine import checkpoint as ckpt
 
@@ -306,31 +322,6 @@ def test_run_sampler_spans_epochs_and_resumes_as_a_suffix():
     assert list(resumed) == full[3 * 4:] and len(resumed) == 8
 
 
-def test_checkpoints_with_separate_heads_evaluate_but_do_not_resume(tmp_path):
-    """A checkpoint of an earlier vidssl (one MLP per SeCo head, more optimizer tensors) still
-    loads for evaluation; resuming from it is refused with the file named."""
-    cfg = load_config(None, SMALL + [f"train.out={tmp_path / 'run'}", "train.max_steps=2"])
-    train(cfg)
-    state = load_checkpoint(tmp_path / "run/checkpoint.pt")
-    hidden, dim = 32, 128
-    for enc in ("encoder_q", "encoder_k"):
-        p = f"{enc}.heads."
-        w1, b1, w2, b2 = (state["model"].pop(p + k) for k in ("weight1", "bias1", "weight2", "bias2"))
-        for i, name in enumerate(["inter", "intra", "order"]):
-            state["model"][f"{p}{name}.0.weight"] = w1[i * hidden:(i + 1) * hidden].clone()
-            state["model"][f"{p}{name}.0.bias"] = b1[i * hidden:(i + 1) * hidden].clone()
-            state["model"][f"{p}{name}.2.weight"] = w2[i].T.contiguous()
-            state["model"][f"{p}{name}.2.bias"] = b2[i * dim:(i + 1) * dim].clone()
-    state["optimizer"]["param_groups"][0]["params"].append(10_000)
-    torch.save(state, tmp_path / "old.pt")
-    new, old = load_encoder(str(tmp_path / "run/checkpoint.pt")), load_encoder(str(tmp_path / "old.pt"))
-    for (k, a), b in zip(new.backbone.state_dict().items(), old.backbone.state_dict().values(), strict=True):
-        assert torch.equal(a, b), k
-    again = load_config(None, SMALL + [f"train.out={tmp_path / 'again'}", "train.max_steps=3"])
-    with pytest.raises(ConfigError, match="old.pt: its optimizer state does not fit"):
-        train(again, resume=str(tmp_path / "old.pt"))
-
-
 def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
     from vidssl.engine import threads
 
@@ -351,8 +342,8 @@ def test_training_threads_leave_the_cores_to_the_loader_workers(monkeypatch):
     assert torch.get_num_threads() == before  # restored for whoever called train()
     with pytest.raises(ConfigError, match=r"train.threads: must be >= -1"):
         load_config(None, ["train.threads=-2"])
-    with pytest.raises(ConfigError, match=r"train.compile_mode: 'reduce_overhead' is not one of default, reduce-over"):
-        load_config(None, ["train.compile_mode=reduce_overhead"])
+    with pytest.raises(ConfigError, match=r"train.compile: 'reduce_overhead' is not one of default, reduce-over"):
+        load_config(None, ["train.compile=reduce_overhead"])
     with pytest.raises(ConfigError, match=r"train.nan_policy: 'ignore' is not one of stop, skip"):
         load_config(None, ["train.nan_policy=ignore"])
 
@@ -386,8 +377,8 @@ def test_compiled_training_matches_eager_and_resumes(tmp_path, monkeypatch, caps
     assert sa.keys() == sb.keys()  # no `_orig_mod.` prefix: the method's own state is saved
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-3, atol=1e-5), k
-    more = load_config(None, SMALL + [f"train.out={tmp_path / 'eager'}", "train.max_steps=6", "train.compile=true",
-                                      "train.compile_mode=reduce-overhead"])
+    more = load_config(None, SMALL + [f"train.out={tmp_path / 'eager'}", "train.max_steps=6",
+                                      "train.compile=reduce-overhead"])
     marks = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     train(more, resume=str(tmp_path / "eager/checkpoint.pt"))

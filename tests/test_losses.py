@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss, sum_parts
+from vidssl.losses import info_nce, seco_inter_loss, seco_intra_loss
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:
@@ -41,20 +41,11 @@ def test_info_nce_known_value():
     assert math.isclose(float(loss), math.log1p(math.exp(-10)), abs_tol=1e-6)
 
 
-def test_info_nce_compiled_form_matches_the_reference_without_cross_entropy():
-    """In a compiled graph info_nce takes its log-sum-exp form, whose graph holds no NLL loss (with
-    its count of valid labels, a kernel Triton failed to compile): the same value and gradients as
-    the eager cross-entropy."""
-    graphs = []
-
-    def keep_graph(gm: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
-        graphs.append(gm)
-        return gm
-
+def test_info_nce_compiled_matches_the_reference():
     q, k, queue = unit(4, 8, seed=0), unit(4, 8, seed=1), unit(6, 8, seed=2)
     expected = sum(ref_nce(q[i], k[i], queue, 0.1) for i in range(4)) / 4
     torch._dynamo.reset()
-    compiled = torch.compile(info_nce, backend=keep_graph, fullgraph=True)
+    compiled = torch.compile(info_nce, backend="aot_eager", fullgraph=True)
     qc, qe = q.clone().requires_grad_(), q.clone().requires_grad_()
     loss = compiled(qc, k, queue, 0.1)
     torch._dynamo.reset()
@@ -62,8 +53,6 @@ def test_info_nce_compiled_form_matches_the_reference_without_cross_entropy():
     info_nce(qe, k, queue, 0.1).backward()
     loss.backward()
     assert torch.allclose(qc.grad, qe.grad, atol=1e-6)
-    ops = {str(n.target) for g in graphs for n in g.graph.nodes}
-    assert any("logsumexp" in op for op in ops) and not any("cross_entropy" in op or "nll" in op for op in ops)
 
 
 def test_seco_inter_is_mean_of_one_nce_per_positive():
@@ -99,37 +88,7 @@ def test_seco_losses_match_infonce_per_term_in_value_and_gradient_at_sharp_tempe
         q1.grad = q2.grad = None
 
 
-def test_order_cross_entropy():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
-    labels = torch.tensor([0, 0])
-    expected = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.e))) / 2
-    assert math.isclose(float(order_cross_entropy(logits, labels)), expected, rel_tol=1e-6)
-
-
 def test_losses_are_float32_under_bf16_inputs():
     q, k, queue = (unit(4, 8, seed=s).bfloat16() for s in (0, 1, 2))
     assert info_nce(q, k, queue).dtype == torch.float32
     assert seco_inter_loss(q, k[None], queue).dtype == seco_intra_loss(q, k, queue[None]).dtype == torch.float32
-
-
-def test_sum_parts_adds_in_order_without_a_leading_zero():
-    """The parts' sum, bit for bit Python's (``0 + a + b + c``), with no ``0 +`` node: one part is
-    returned as it is, and the graph of three parts is the two additions."""
-    a, b, c = (torch.tensor(x, requires_grad=True) for x in (0.1, 1e8, -1e8))
-    assert sum_parts({"a": a}) is a
-    total = sum_parts({"a": a, "b": b, "c": c})
-    assert torch.equal(total, sum([a, b, c])) and torch.equal(total, (a + b) + c)
-    assert not torch.equal(total, a + (b + c))  # the order is kept: (0.1 + 1e8) - 1e8 != 0.1
-
-    def additions(t: torch.Tensor) -> int:
-        nodes, seen = [t.grad_fn], 0
-        while nodes:
-            node = nodes.pop()
-            if node is not None and type(node).__name__ != "AccumulateGrad":
-                seen += 1
-                nodes += [f for f, _ in node.next_functions]
-        return seen
-
-    assert additions(total) == 2 and additions(sum([a, b, c])) == 3
-    total.backward()
-    assert [float(x.grad) for x in (a, b, c)] == [1.0, 1.0, 1.0]

@@ -63,9 +63,10 @@ def test_video_loss_against_a_hand_written_reference():
     loss, parts = m(views, {"anchor_last": torch.zeros(b, dtype=torch.long)}, torch.Generator().manual_seed(0))
     with torch.no_grad():
         hq = m.backbone(torch.cat(views[:3])).view(3, b, -1)  # segment by segment
-        vq = torch.nn.functional.normalize(m.encoder_q.heads.video(hq.mean(0)), dim=1)
-        hk = m.encoder_k.backbone(torch.cat(views[3:]))[: b * 3].view(3, b, -1)  # train-mode BN over the same batch
-        vk = torch.nn.functional.normalize(m.encoder_k.heads.video(hk.mean(0)), dim=1)
+        vq = torch.nn.functional.normalize(m.encoders.encoder_q.heads["video"](hq.mean(0)), dim=1)
+        # train-mode BN over the same batch
+        hk = m.encoders.encoder_k.backbone(torch.cat(views[3:]))[: b * 3].view(3, b, -1)
+        vk = torch.nn.functional.normalize(m.encoders.encoder_k.heads["video"](hk.mean(0)), dim=1)
     expected = sum(ref_nce(vq[i], vk[i], queue, 0.1) for i in range(b)) / b
     assert math.isclose(float(parts["video"].detach()), expected, rel_tol=1e-4)
     assert torch.allclose(m.video_queue.keys[:b], vk, atol=1e-6)  # the key-tuple embeddings are enqueued
@@ -86,29 +87,29 @@ def test_inter_and_intra_losses_against_a_hand_written_reference():
     _, parts = m(views, {"anchor_last": last}, torch.Generator().manual_seed(0))
     with torch.no_grad():
         def head(encoder, h, name):
-            return torch.nn.functional.normalize(encoder.heads.frame(h, [name])[:, 0], dim=-1)
+            return torch.nn.functional.normalize(encoder.heads[name](h), dim=-1)
 
         hq = m.backbone(torch.cat(views[:n])).view(n, b, -1).transpose(0, 1)  # (B, N, D)
-        hk = m.encoder_k.backbone(torch.cat(views[n:]))
+        hk = m.encoders.encoder_k.backbone(torch.cat(views[n:]))
         k_tuple, k_anchor = hk[: b * n].view(n, b, -1).transpose(0, 1), hk[b * n:]
     inter, intra = [], []
     for i in range(b):
         anchor = n - 1 if last[i] else 0
         others = [j for j in range(n) if j != anchor]
-        q = head(m.encoder_q, hq[i, anchor][None], "inter")[0]
-        keys = head(m.encoder_k, torch.cat([k_anchor[i][None], k_tuple[i, others]]), "inter")
+        q = head(m.encoders.encoder_q, hq[i, anchor][None], "inter")[0]
+        keys = head(m.encoders.encoder_k, torch.cat([k_anchor[i][None], k_tuple[i, others]]), "inter")
         inter += [ref_nce(q, key, queue, tau) for key in keys]
-        q = head(m.encoder_q, hq[i, anchor][None], "intra")[0]
-        same = head(m.encoder_k, k_anchor[i][None], "intra")
-        other = head(m.encoder_k, k_tuple[i, others], "intra")
+        q = head(m.encoders.encoder_q, hq[i, anchor][None], "intra")[0]
+        same = head(m.encoders.encoder_k, k_anchor[i][None], "intra")
+        other = head(m.encoders.encoder_k, k_tuple[i, others], "intra")
         intra += [ref_nce(q, same[0], o[None], tau) for o in other]
     assert math.isclose(float(parts["inter"].detach()), sum(inter) / len(inter), rel_tol=1e-4)
     assert math.isclose(float(parts["intra"].detach()), sum(intra) / len(intra), rel_tol=1e-4)
     # the queue holds the inter keys: the anchors' second views, then each other segment in order
-    expected_keys = [head(m.encoder_k, k_anchor, "inter")]
+    expected_keys = [head(m.encoders.encoder_k, k_anchor, "inter")]
     for j in range(n - 1):
         rows = [[j, j + 1][int(not last[i])] for i in range(b)]  # the j-th other segment of each video
-        expected_keys.append(head(m.encoder_k, k_tuple[torch.arange(b), rows], "inter"))
+        expected_keys.append(head(m.encoders.encoder_k, k_tuple[torch.arange(b), rows], "inter"))
     assert torch.allclose(m.queue.keys[: b * n], torch.cat(expected_keys), atol=1e-6)
 
 def test_order_loss_against_a_hand_written_reference():
@@ -126,11 +127,11 @@ def test_order_loss_against_a_hand_written_reference():
     orders, flags = draw_tuple_shuffles(2, b, n, g, torch.device("cpu"))
     with torch.no_grad():
         def order_head(encoder, h):
-            return torch.nn.functional.normalize(encoder.heads.frame(h, ["order"])[:, 0], dim=-1)
+            return torch.nn.functional.normalize(encoder.heads["order"](h), dim=-1)
 
-        zq = order_head(m.encoder_q, m.backbone(torch.cat(views[:n]))).view(n, b, -1).transpose(0, 1)
-        keys = m.encoder_k.backbone(torch.cat(views[n:]))
-        zk = order_head(m.encoder_k, keys[: b * n]).view(n, b, -1).transpose(0, 1)
+        zq = order_head(m.encoders.encoder_q, m.backbone(torch.cat(views[:n]))).view(n, b, -1).transpose(0, 1)
+        keys = m.encoders.encoder_k.backbone(torch.cat(views[n:]))
+        zk = order_head(m.encoders.encoder_k, keys[: b * n]).view(n, b, -1).transpose(0, 1)
         rows = torch.arange(b)[:, None]
         features = torch.cat([zq[rows, orders[0]].flatten(1), zk[rows, orders[1]].flatten(1)], 1)
         expected = torch.nn.functional.cross_entropy(m.order_classifier(features), flags[0] + 2 * flags[1])

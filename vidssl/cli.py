@@ -179,13 +179,12 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     from vidssl.bench.speed import SpeedSettings, render_speed, run_speed, write_speed
     from vidssl.engine.config import COMPILE_MODES, check_choice
 
-    if args.compile_mode is not None:
-        check_choice("--compile-mode", args.compile_mode, COMPILE_MODES)
+    if args.compile is not None:
+        check_choice("--compile", args.compile, COMPILE_MODES)
     if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
         raise VidsslError(f"--name: {args.name!r} is not a file name (the report goes to --out/NAME.md)")
     s = SpeedSettings(args.steps, args.loader_batches, tuple(int(w) for w in args.workers.split(",")), args.device,
-                      args.amp, args.channels_last, args.compile or args.compile_mode is not None,
-                      args.compile_mode or "default", list(args.overrides))
+                      args.amp, args.channels_last, args.compile, list(args.overrides))
     rows = run_speed([m.strip() for m in args.methods.split(",") if m.strip()], s)
     print("\n" + render_speed(rows))
     print(f"wrote {write_speed(rows, args.out, args.name)}")
@@ -291,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the method and its bound")
-    p.add_argument("--compile-mode", default=None, help="torch.compile's mode (implies --compile): default, "
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   help="torch.compile the method and its bound, in this mode (default: default): default, "
                    "reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs")
     p.add_argument("--out", default="docs/results", help="writes NAME.md and NAME.json here")
     p.add_argument("--name", default="speed", help="the report's file name, without extension (default speed)")

@@ -76,8 +76,7 @@ class SpeedSettings:
     device: str = "auto"
     amp: bool = False  # bf16 autocast (CUDA)
     channels_last: bool = False
-    compile: bool = False
-    compile_mode: str = "default"  # torch.compile's mode (reduce-overhead: CUDA graphs)
+    compile: str | None = None  # torch.compile's mode (reduce-overhead: CUDA graphs); None: eager
     overrides: list[str] = field(default_factory=list)
 
 
@@ -177,158 +176,175 @@ def to_channels_last(model: torch.nn.Module) -> None:
             t.data = t.data.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d)
 
 
-def measure_method(method_name: str, s: SpeedSettings) -> dict:
-    """Step time, bare bound, loader rates and peak memory of one method (laptop config)."""
-    from vidssl.engine.train import build_dataset, build_method
+class StepTimer:
+    """One method's training step and its bare-backbone bound on one fixed batch (laptop config),
+    built once; each call of :meth:`method_step` / :meth:`bare_step` runs one optimisation step."""
 
-    cfg = load_config(laptop_config(method_name), list(s.overrides), method_name)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device)
-    torch.manual_seed(0)
-    dataset = build_dataset(cfg)
-    batch_size = cfg.train.batch_size
-    batch = next(iter(DataLoader(dataset, batch_size=batch_size, sampler=list(range(batch_size)),
-                                 collate_fn=collate_samples)))
-    fmt = None
-    if s.channels_last:
-        fmt = torch.channels_last_3d if batch["views"][0].ndim == 5 else torch.channels_last
+    def __init__(self, method_name: str, s: SpeedSettings) -> None:
+        from vidssl.engine.train import build_dataset, build_method
 
-    def to_device(b: dict) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        vs = [v.to(device, non_blocking=True) for v in b["views"]]
-        return ([v.contiguous(memory_format=fmt) for v in vs] if fmt else vs,
-                {k: v.to(device, non_blocking=True) for k, v in b["info"].items()})
+        self.s = s
+        self.cfg = cfg = load_config(laptop_config(method_name), list(s.overrides), method_name)
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto"
+                                   else s.device)
+        torch.manual_seed(0)
+        self.dataset = build_dataset(cfg)
+        batch = next(iter(DataLoader(self.dataset, batch_size=cfg.train.batch_size,
+                                     sampler=list(range(cfg.train.batch_size)), collate_fn=collate_samples)))
+        self.memory_format = None
+        if s.channels_last:
+            self.memory_format = torch.channels_last_3d if batch["views"][0].ndim == 5 else torch.channels_last
+        self.views, self.info = self.to_device(batch)
+        self.model = build_method(cfg, False).to(self.device)
+        if self.memory_format:
+            to_channels_last(self.model)
+        self.model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
+        self.model.train()
+        o = cfg.optim
+        self.optimizer = build_optimizer(o.name, self.model, o.lr, o.momentum, o.weight_decay)
+        compiled = s.compile is not None
+        self.step_fn = compile_step(self.model, s.compile) if compiled else self.model  # the batch shape is fixed
+        self.recorder = BackboneRecorder(self.model)
+        params = [p for bb in self.recorder.backbones for p in bb.parameters() if p.requires_grad]
+        self.bare_optimizer = build_optimizer(o.name, torch.nn.ParameterList(params), o.lr, o.momentum,
+                                              o.weight_decay)
+        # with --compile the bound's passes are compiled too, as one function like the method's step
+        # (otherwise the ratio would compare compiled against eager code, or one graph against several)
+        self.eager_bare_loss = functools.partial(bare_loss, self.recorder.calls)
+        self.bare_loss = compile_step(self.eager_bare_loss, s.compile) if compiled else self.eager_bare_loss
+        with self.recorder.recording():
+            self.method_step(0, self.model)  # uncompiled: the recording wrappers must run eagerly
 
-    views, info = to_device(batch)
-    model = build_method(cfg, False).to(device)
-    if fmt:
-        to_channels_last(model)
-    if hasattr(model, "set_epoch"):
-        model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)
-    model.train()
-    optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
-    compile_mode = s.compile_mode if s.compile else None
-    step_fn = compile_step(model, compile_mode) if compile_mode else model  # the batch shape is fixed
-    recorder = BackboneRecorder(model)
-    backbone_params = [p for bb in recorder.backbones for p in bb.parameters() if p.requires_grad]
-    bare_optimizer = build_optimizer(cfg.optim.name, torch.nn.ParameterList(backbone_params), cfg.optim.lr,
-                                     cfg.optim.momentum, cfg.optim.weight_decay)
-    # with --compile the bound's passes are compiled too, as one function like the method's step
-    # (otherwise the ratio would compare compiled against eager code, or one graph against several)
-    eager_bare_loss = functools.partial(bare_loss, recorder.calls)
-    bare_loss_fn = compile_step(eager_bare_loss, compile_mode) if compile_mode else eager_bare_loss
+    def to_device(self, b: dict) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        vs = [v.to(self.device, non_blocking=True) for v in b["views"]]
+        if self.memory_format:
+            vs = [v.contiguous(memory_format=self.memory_format) for v in vs]
+        return vs, {k: v.to(self.device, non_blocking=True) for k, v in b["info"].items()}
 
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp and device.type == "cuda")
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.s.amp and self.device.type == "cuda")
 
-    def method_step(generator_seed: int, fn: torch.nn.Module = step_fn, batch: dict | None = None) -> None:
-        step_views, step_info = (views, info) if batch is None else to_device(batch)
-        if fn is step_fn:
-            begin_step(compile_mode)
-        with autocast():
-            loss, _ = fn(step_views, step_info, torch.Generator().manual_seed(generator_seed))
+    def method_step(self, seed: int, fn: Callable | None = None, batch: dict | None = None) -> None:
+        """One step of the method (``fn``: the configured step unless given) on the fixed batch or ``batch``."""
+        fn = fn or self.step_fn
+        views, info = (self.views, self.info) if batch is None else self.to_device(batch)
+        if fn is self.step_fn:
+            begin_step(self.s.compile)
+        with self.autocast():
+            loss, _ = fn(views, info, torch.Generator().manual_seed(seed))
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    with recorder.recording():
-        method_step(0, model)  # uncompiled: the recording wrappers must run eagerly
-    calls = recorder.calls
-    flops = {"method": count_flops(lambda: method_step(1, model)),  # eager, like the recording
-             "bare": count_flops(lambda: bare_step(eager_bare_loss, bare_optimizer, autocast()))}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    def bare(i: int) -> None:
-        begin_step(compile_mode)
-        bare_step(bare_loss_fn, bare_optimizer, autocast())
+    def bare_step(self, seed: int = 0) -> None:
+        begin_step(self.s.compile)
+        bare_step(self.bare_loss, self.bare_optimizer, self.autocast())
 
-    for i in range(3):  # warm-up (and compilation)
-        method_step(i)
-        bare(i)
+    def extras_step(self, seed: int) -> None:
+        """The method's step with every backbone call answered by its recorded output (eager)."""
+        with self.recorder.replaying():
+            self.method_step(seed, self.model)
 
-    def extras_step(i: int) -> None:
-        with recorder.replaying():
-            method_step(i, model)
+    def flops(self) -> dict[str, int]:
+        return {"method": count_flops(lambda: self.method_step(1, self.model)),  # eager, like the recording
+                "bare": count_flops(lambda: bare_step(self.eager_bare_loss, self.bare_optimizer, self.autocast()))}
 
-    if not s.compile:  # eager: a compiled graph would have traced the real backbone calls
-        extras_step(0)
-
-    def alternately(fns: list[Callable[[int], None]]) -> list[list[float]]:
-        """Seconds of each of ``fns`` in ``s.steps`` rounds, one after another (machine noise hits
-        all alike)."""
+    def alternately(self, fns: list[Callable[[int], None]]) -> list[list[float]]:
+        """Seconds of each of ``fns`` in ``steps`` rounds, one after another (machine noise hits all alike)."""
         times: list[list[float]] = [[] for _ in fns]
-        for i in range(s.steps):
+        for i in range(self.s.steps):
             for fn, fn_times in zip(fns, times, strict=True):
-                _sync(device)
+                _sync(self.device)
                 t0 = time.perf_counter()
                 fn(100 + i)
-                _sync(device)
+                _sync(self.device)
                 fn_times.append(time.perf_counter() - t0)
         return times
 
-    method_times, bare_times, *extras_times = alternately([method_step, bare] + ([] if s.compile else [extras_step]))
-    step_s, bare_s = statistics.median(method_times), statistics.median(bare_times)
-    extras_s = statistics.median(extras_times[0]) if extras_times else None
+
+def measure_method(method_name: str, s: SpeedSettings) -> dict:
+    """Step time, bare bound, loader rates and peak memory of one method (laptop config)."""
+    t = StepTimer(method_name, s)
+    flops = t.flops()
+    if t.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(t.device)
+    for i in range(3):  # warm-up (and compilation)
+        t.method_step(i)
+        t.bare_step(i)
+    eager = s.compile is None  # a compiled graph would have traced the real backbone calls
+    if eager:
+        t.extras_step(0)
+    method_times, bare_times, *extras_times = t.alternately([t.method_step, t.bare_step]
+                                                            + ([t.extras_step] if eager else []))
     overhead, quartiles = ratio_quartiles(method_times, bare_times)
-    # the same at the intra-op threads a run uses beside its default workers (one on 2 cores for
-    # the frame methods), where these differ from PyTorch's (the model alone on every core)
-    default, threads_now, at_run_threads = cfg.data.num_workers, torch.get_num_threads(), None
-    with intra_op_threads(cfg.train.threads, default) as run_threads:
-        if run_threads != threads_now:
-            method_step(0)
-            bare(0)
-            run_overhead, run_quartiles = ratio_quartiles(*alternately([method_step, bare]))
-            at_run_threads = {"threads": run_threads, "overhead": run_overhead, "quartiles": run_quartiles}
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+    at_run_threads = overhead_at_run_threads(t)
+    peak = (torch.cuda.max_memory_allocated(t.device) if t.device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    step_s = statistics.median(method_times)
+    return {"method": method_name, "arch": t.cfg.arch(), "batch": t.cfg.train.batch_size,
+            "device": device_name(t.device), "backbone_calls": [[list(x.shape), g] for _, x, g in t.recorder.calls],
+            "step_s": step_s, "bare_s": statistics.median(bare_times),
+            "extras_s": statistics.median(extras_times[0]) if extras_times else None,
+            "overhead": overhead, "overhead_quartiles": quartiles, "overhead_at_run_threads": at_run_threads,
+            "steps_per_s": 1.0 / step_s, "flops": flops["method"], "bare_flops": flops["bare"],
+            **loader_rates(t), "default_workers": t.cfg.data.num_workers, "peak_bytes": peak, "settings": asdict(s)}
+
+
+def overhead_at_run_threads(t: StepTimer) -> dict | None:
+    """The overhead at the intra-op threads a run uses beside its default workers (one on 2 cores
+    for the frame methods), where these differ from PyTorch's (the model alone on every core)."""
+    threads_now = torch.get_num_threads()
+    with intra_op_threads(t.cfg.train.threads, t.cfg.data.num_workers) as run_threads:
+        if run_threads == threads_now:
+            return None
+        t.method_step(0)
+        t.bare_step(0)
+        overhead, quartiles = ratio_quartiles(*t.alternately([t.method_step, t.bare_step]))
+        return {"threads": run_threads, "overhead": overhead, "quartiles": quartiles}
+
+
+def loader_rates(t: StepTimer) -> dict:
+    """The method's DataLoader alone (first pass without workers, then cached at each worker count)
+    and training with it at the default workers and a run's threads (cached, then first epoch)."""
+    s, default = t.s, t.cfg.data.num_workers
     # every loader forks its workers as a training run does: this process was spawned, which makes
     # spawn its default, but a run's workers are forked (Linux) and inherit the rendered frames
     fork = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
+    def batches_read(workers: int) -> int:  # a round untimed, then whole rounds
+        return sum(loader_rounds(workers, s.loader_batches))
+
     def loader(workers: int, batches: int) -> DataLoader:
-        indices = [i % len(dataset) for i in range(batch_size * batches)]  # wraps past the dataset's end
-        return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
+        size = t.cfg.train.batch_size
+        indices = [i % len(t.dataset) for i in range(size * batches)]  # wraps past the dataset's end
+        return DataLoader(t.dataset, batch_size=size, sampler=indices, num_workers=workers,
                           worker_init_fn=seed_worker, collate_fn=collate_samples,
-                          multiprocessing_context=fork if workers else None, pin_memory=device.type == "cuda")
+                          multiprocessing_context=fork if workers else None, pin_memory=t.device.type == "cuda")
 
     def batches_per_s(workers: int, train: bool) -> float:
-        """Batches per second through a fresh loader in its steady state (:func:`steady_batches_per_s`);
-        with ``train`` each batch is also moved to the device and trained on."""
-
+        """A fresh loader's steady rate; with ``train`` each batch is also trained on."""
         def consume(i: int, b: dict) -> None:
             if train:
-                method_step(1000 + i, batch=b)
+                t.method_step(1000 + i, batch=b)
 
         def clock() -> float:
-            _sync(device)
+            _sync(t.device)
             return time.perf_counter()
 
         return steady_batches_per_s(iter(loader(workers, batches_read(workers))), workers, s.loader_batches,
                                     consume, clock)
 
-    def batches_read(workers: int) -> int:  # a round untimed, then whole rounds
-        return sum(loader_rounds(workers, s.loader_batches))
-
     synthetic.FRAME_CACHE.clear()  # a first epoch: every frame rendered (decoded, for files)
     first_pass = batches_per_s(0, train=False)
-    # the cached loaders read more batches (a round untimed, whole rounds timed): render the rest untimed
-    for _ in loader(0, max(batches_read(w) for w in (*s.workers, default))):
+    for _ in loader(0, max(batches_read(w) for w in (*s.workers, default))):  # render the rest untimed
         pass
-    loader_rates = {str(w): batches_per_s(w, train=False) for w in s.workers}  # frames now cached
-    # training with its loader at the default workers, which share the machine with the model (and
-    # the threads a run would use): in later epochs (frames cached) and in the first
-    with intra_op_threads(cfg.train.threads, default) as train_threads:
+    rates = {str(w): batches_per_s(w, train=False) for w in s.workers}  # frames now cached
+    with intra_op_threads(t.cfg.train.threads, default) as train_threads:
         train_rates = {"cached": batches_per_s(default, train=True)}
         synthetic.FRAME_CACHE.clear()
         train_rates["first_pass"] = batches_per_s(default, train=True)
-    return {"method": method_name, "arch": cfg.arch(), "batch": batch_size, "device": device_name(device),
-            "backbone_calls": [[list(x.shape), g] for _, x, g in calls], "step_s": step_s, "bare_s": bare_s,
-            "extras_s": extras_s,
-            "overhead": overhead, "overhead_quartiles": quartiles, "overhead_at_run_threads": at_run_threads,
-            "steps_per_s": 1.0 / step_s,
-            "flops": flops["method"], "bare_flops": flops["bare"],
-            "loader_batches_per_s": loader_rates,
-            "loader_first_pass_batches_per_s": first_pass, "train_with_loader_steps_per_s": train_rates,
-            "train_threads": train_threads,
-            "default_workers": default, "peak_bytes": peak, "settings": asdict(s)}
+    return {"loader_batches_per_s": rates, "loader_first_pass_batches_per_s": first_pass,
+            "train_with_loader_steps_per_s": train_rates, "train_threads": train_threads}
 
 
 def milliseconds(seconds: float) -> str:
@@ -428,10 +444,9 @@ def render_speed(rows: list[dict]) -> str:
     settings = rows[0]["settings"]
     overrides = " ".join(settings["overrides"])
     configs = f"laptop configs with `{overrides}`" if overrides else "laptop configs"
-    compiled = f" ({settings['compile_mode']})" if settings["compile"] else ""
     lines = [f"Device: {rows[0]['device']}; {configs}; {settings['steps']} timed steps, medians; "
              f"settings: amp={settings['amp']}, channels_last={settings['channels_last']}, "
-             f"compile={settings['compile']}{compiled}.", "",
+             f"compile={settings['compile'] or 'off'}.", "",
              "| method | backbone | batch | step (ms) | bare backbone (ms) | extras alone (ms) | overhead (quartiles) "
              "| overhead at the run's threads | FLOPs against the bound | model steps/s | "
              "loader first pass 0w batches/s | "

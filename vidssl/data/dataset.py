@@ -40,12 +40,10 @@ class Sampler(Protocol):
 
 
 class Transform(Protocol):
-    """Per-view augmentation in two steps (:class:`~vidssl.data.transforms.ClipAugment`): ``draw``
-    a view's random parameters from the sample's generator, ``apply`` many views' at once."""
+    """Per-view augmentation (:class:`~vidssl.data.transforms.ClipAugment`): a ``(T, C, H, W)`` uint8
+    clip and the sample's generator → a normalised float ``(T, C, H, W)`` view."""
 
-    def draw(self, clip: torch.Tensor, g: torch.Generator) -> Any: ...
-
-    def apply(self, clips: Sequence[torch.Tensor], draws: Sequence[Any]) -> list[torch.Tensor]: ...
+    def __call__(self, clip: torch.Tensor, g: torch.Generator) -> torch.Tensor: ...
 
 
 def read_sample(opener: Callable[[VideoRecord], VideoReader], record: VideoRecord, sampler: Sampler,
@@ -134,28 +132,13 @@ class VideoDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """``key``: an index (at the epoch of :meth:`set_epoch`) or an ``(epoch, index)`` pair, as the
         training loop's run-long sampler yields them (its loader workers live across epochs)."""
-        return self.__getitems__([key])[0]
-
-    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[dict[str, Any]]:
-        """The samples of ``keys`` (the loader asks for a batch at once): each is read and its views'
-        random parameters drawn as if alone, then all their views are augmented together
-        (:meth:`~vidssl.data.transforms.ClipAugment.apply`): the same samples, fewer calls."""
-        samples, counts, clips, draws = [], [], [], []
-        for key in keys:
-            sample, sample_clips, g = self._read(key)
-            repeat = self.repeat or (1,) * len(sample_clips)
-            if len(repeat) != len(sample_clips):
-                raise ValueError(f"repeat has {len(repeat)} entries for {len(sample_clips)} sampled views")
-            for clip, copies in zip(sample_clips, repeat, strict=True):
-                for _ in range(copies):
-                    clips.append(clip)
-                    draws.append(self.transform.draw(clip, g))
-            samples.append(sample)
-            counts.append(sum(repeat))
-        views = iter(self.transform.apply(clips, draws))  # (T, C, H, W) float each
-        for sample, count in zip(samples, counts, strict=True):
-            sample["views"] = [self._layout(next(views)) for _ in range(count)]
-        return samples
+        sample, clips, g = self._read(key)
+        repeat = self.repeat or (1,) * len(clips)
+        if len(repeat) != len(clips):
+            raise ValueError(f"repeat has {len(repeat)} entries for {len(clips)} sampled views")
+        sample["views"] = [self._layout(self.transform(clip, g))
+                           for clip, copies in zip(clips, repeat, strict=True) for _ in range(copies)]
+        return sample
 
     def _read(self, key: int | tuple[int, int]) -> tuple[dict[str, Any], list[torch.Tensor], torch.Generator]:
         """A sample's fields other than its views, its decoded clips and its augmentation generator

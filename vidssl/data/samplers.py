@@ -293,7 +293,7 @@ class TSNSampler:
 
 @dataclass(frozen=True)
 class VCLRSampler:
-    """VCLR's sample (DESIGN.md §3): the segment tuples of :class:`SegmentTupleSampler` plus the
+    """VCLR's sample (docs/methods.md): the segment tuples of :class:`SegmentTupleSampler` plus the
     SeCo anchor: the query tuple's first or last element (``info["anchor_last"]``), listed once more
     so that it gets a second, independent augmentation. Views: ``q_1..q_N, k_1..k_N, anchor``
     (frames, or clips when ``clip_len > 1``)."""

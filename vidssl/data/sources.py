@@ -1,4 +1,4 @@
-"""Dataset layouts (DESIGN.md §2). Every parser returns a :class:`VideoSource` of
+"""Dataset layouts (docs/data.md). Every parser returns a :class:`VideoSource` of
 :class:`VideoRecord`; a bad entry (missing file, unknown class, label that disagrees with the
 folder, a path outside the dataset root, a malformed line) becomes a :class:`Problem` naming the file
 and line, never an exception, so ``vidssl data check`` can list them all.

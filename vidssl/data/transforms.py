@@ -1,27 +1,20 @@
-"""Clip-consistent augmentation (the MoCo-v2 recipe of SeCo/VCLR, DESIGN.md §2) and evaluation
-transforms.
+"""Clip-consistent augmentation: the MoCo-v2 recipe of SeCo/VCLR (docs/methods.md), with
+torchvision's ``transforms.v2.functional`` operations.
 
 Inputs are clips ``(T, C, H, W)`` uint8 (a frame is a clip with ``T = 1``); outputs are normalised
 float ``(T, C, H, W)``. One view draws one set of random parameters from the ``torch.Generator``
-it is given and applies it to every frame of the clip; separate views draw independently.
-``per_frame_jitter=True`` draws the colour jitter per frame instead (MLFO's code does this).
-Given the same generator state the output is identical: augmentation is deterministic under a seed.
-
-:meth:`ClipAugment.draw` makes a view's random draws and :meth:`ClipAugment.apply` applies the
-draws of many views at once (the loader passes a whole batch): at 32 px each operation costs its
-call, not its pixels, so one call over a batch's frames replaces one call per view. A view's result
-does not depend on the views it is batched with (tested).
+it is given (:meth:`ClipAugment.draw`) and applies it to every frame of the clip
+(:meth:`ClipAugment.apply`); separate views draw independently. ``per_frame_jitter=True`` draws
+the colour jitter per frame instead (MLFO's code does this). Given the same generator state the
+output is identical: augmentation is deterministic under a seed.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as NF
 import torchvision.transforms.v2.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -83,164 +76,16 @@ class ColorJitterParams:
         )
 
 
-@functools.lru_cache(maxsize=16)
-def _channel_constants(values: tuple[float, ...]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
-
-
 def normalize(clip_uint8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    return (clip_uint8.float().div_(255.0) - _channel_constants(tuple(mean))) / _channel_constants(tuple(std))
+    return F.normalize(clip_uint8.float().div_(255.0), list(mean), list(std))
 
 
-# The loader's operations at 32 px cost their number, not their size: the colour operations below
-# are torchvision's uint8 arithmetic (the same float32 operations, so the same results) without its
-# dispatch layers, and the hue shift a closed form. A factor is a float for every image or a
-# float64 tensor of one factor per image, ``(N, 1, 1, 1)`` against images ``(N, 3, H, W)``, so that
-# one call serves a batch of views. Tests compare each with torchvision.
-
-Factor = float | torch.Tensor
-
-
-def _float32(factor: Factor) -> Factor:
-    """A factor as ATen uses a scalar operand of a float32 operation: rounded to float32."""
-    return factor.float() if isinstance(factor, torch.Tensor) else factor
-
-
-def _fused_multiply_add(x: torch.Tensor, y: torch.Tensor, alpha: Factor) -> torch.Tensor:
-    """``x + alpha * y`` of float32 tensors rounded once, as ATen's ``x.add_(y, alpha=alpha)`` (a
-    fused multiply-add) rounds it with ``alpha`` in float32, here for a per-image ``alpha`` too. The
-    product of two float32 is exact in float64, so the float64 sum is exact unless it needs more
-    than 53 bits; rounded to float32 it then differs from one rounding only by falling exactly on a
-    float32 midpoint, which neither the tests (against ``add_``) nor the loader's values met."""
-    if not isinstance(alpha, torch.Tensor):
-        return x.add_(y, alpha=alpha)
-    return x.double().addcmul_(y.double(), alpha.float().double()).float()
-
-
-def resized_crop(clip: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
-    """torchvision's ``resized_crop(..., antialias=True)`` of a uint8 clip ``(T, C, H, W)`` to
-    ``size x size``: bilinear, antialiased, on uint8 directly (as torchvision on CPU)."""
-    x = clip[..., top:top + height, left:left + width]
-    if (height, width) == (size, size):
-        return x
-    return NF.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)
-
-
-def _grey_level(image: torch.Tensor) -> torch.Tensor:
-    """torchvision's luma of uint8 RGB images as a floored float ``(..., 1, H, W)``."""
-    r, g, b = image.unbind(-3)
-    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-3)
-
-
-def _blend(image: torch.Tensor, other: torch.Tensor, ratio: Factor) -> torch.Tensor:
-    """torchvision's uint8 blend ``ratio * image + (1 - ratio) * other``, clamped and truncated."""
-    return _fused_multiply_add(image.mul(_float32(ratio)), other, 1.0 - ratio).clamp_(0, 255).to(torch.uint8)
-
-
-def adjust_brightness(image: torch.Tensor, factor: Factor) -> torch.Tensor:
-    """torchvision's ``adjust_brightness`` of uint8 RGB images."""
-    return image.mul(_float32(factor)).clamp_(0, 255).to(torch.uint8)
-
-
-def adjust_contrast(image: torch.Tensor, factor: Factor) -> torch.Tensor:
-    """torchvision's ``adjust_contrast`` of uint8 RGB images: a blend with each image's mean grey."""
-    return _blend(image, _grey_level(image).mean((-3, -2, -1), keepdim=True), factor)
-
-
-def adjust_saturation(image: torch.Tensor, factor: Factor) -> torch.Tensor:
-    """torchvision's ``adjust_saturation`` of uint8 RGB images: a blend with the grey image."""
-    return _blend(image, _grey_level(image), factor)
-
-
-_CHANNEL_PHASES = (5.0, 3.0, 1.0)  # n of the HSV -> RGB closed form for R, G, B
-
-
-def adjust_hue(image: torch.Tensor, factor: Factor) -> torch.Tensor:
-    """torchvision's ``adjust_hue`` of RGB images ``(..., 3, H, W)`` (uint8, or float in ``[0, 1]``;
-    the same dtype back, converted as torchvision does): the HSV hue shifted by ``factor`` turns.
-    Value ``v = max`` and chroma ``c = max - min`` do not change, so each channel is
-    ``v - c * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6`` and ``n = 5, 3, 1`` for R,
-    G, B (the closed form of HSV -> RGB): far fewer operations than torchvision's round trip
-    through HSV, which dominated the loader at 32 px."""
-    x = image if image.is_floating_point() else image.float().mul_(1.0 / 255)
-    r, g, b = x.unbind(-3)
-    v = x.amax(-3)
-    c = v - x.amin(-3)
-    safe = torch.where(c > 0, c, 1.0)
-    h6 = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    k = torch.remainder(_channel_constants(_CHANNEL_PHASES) + (h6.unsqueeze(-3) + _float32(6 * factor)), 6)
-    out = v.unsqueeze(-3) - c.unsqueeze(-3) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-    return out if image.is_floating_point() else out.mul_(256 - 1e-3).to(image.dtype)
-
-
-def _gaussian_weights(kernel: int, sigma: float) -> list[float]:
-    """torchvision's kernel: ``exp(-d^2 / 2 sigma^2)`` at offsets ``d = -(k-1)/2 .. (k-1)/2``, normalised."""
-    r = (kernel - 1) / 2
-    weights = [math.exp(-0.5 * ((i - r) / sigma) ** 2) for i in range(kernel)]
-    total = sum(weights)
-    return [w / total for w in weights]
-
-
-def gaussian_blur(image: torch.Tensor, kernel: int, sigma: float | Sequence[float]) -> torch.Tensor:
-    """Gaussian blur of images ``(N, C, H, W)`` with one ``sigma``, or one per image (uint8 results
-    rounded, as torchvision's): torchvision's kernel and reflect padding, applied separably as
-    weighted sums of shifted slices (a depthwise convolution costs ~1 ms per 32 px frame on CPU)."""
-    x = image if image.is_floating_point() else image.float()
-    pad, (h, w) = kernel // 2, x.shape[-2:]
-    if pad >= min(h, w):
-        raise ValueError(f"blur kernel {kernel} is too large for a {h}x{w} image")
-    if not isinstance(sigma, (int, float)) and all(v == sigma[0] for v in sigma):
-        sigma = sigma[0]
-    if isinstance(sigma, (int, float)):
-        taps: list[Factor] = list(_gaussian_weights(kernel, sigma))
-    else:
-        per_image = torch.tensor([_gaussian_weights(kernel, s) for s in sigma], dtype=torch.float64)
-        taps = list(per_image.T.reshape(kernel, -1, 1, 1, 1))
-    for dim, padding in ((-1, [pad, pad, 0, 0]), (-2, [0, 0, pad, pad])):  # along the width, then the height
-        y = NF.pad(x, padding, mode="reflect")
-        x = y.narrow(dim, 0, image.shape[dim]) * _float32(taps[0])
-        for i in range(1, kernel):
-            x = _fused_multiply_add(x, y.narrow(dim, i, image.shape[dim]), taps[i])
-    return x if image.is_floating_point() else x.round_().to(image.dtype)
-
-
-_JITTER_OPERATIONS = (("brightness", adjust_brightness), ("contrast", adjust_contrast),
-                      ("saturation", adjust_saturation), ("hue", adjust_hue))
-
-
-def _select(images: torch.Tensor, chosen: list[int]) -> torch.Tensor:
-    return images if len(chosen) == len(images) else images[torch.tensor(chosen)]
-
-
-def _replace(images: torch.Tensor, chosen: list[int], values: torch.Tensor) -> torch.Tensor:
-    """``images`` with those at ``chosen`` replaced by ``values`` (in place unless all are)."""
-    if len(chosen) == len(images):
-        return values
-    images[torch.tensor(chosen)] = values
-    return images
-
-
-def _factor(draws: Sequence[object], name: str) -> Factor:
-    """The ``name`` factor of images drawn by ``draws``: a float if one draw made them all (a view's
-    frames), else a float64 tensor ``(N, 1, 1, 1)``."""
-    if all(d is draws[0] for d in draws):
-        return getattr(draws[0], name)
-    return torch.tensor([getattr(d, name) for d in draws], dtype=torch.float64).view(-1, 1, 1, 1)
-
-
-def jitter_images(images: torch.Tensor, draws: Sequence[ColorJitterParams | None]) -> torch.Tensor:
-    """ColorJitter of uint8 images ``(N, 3, H, W)``: image ``i`` with ``draws[i]`` (``None``: left
-    alone), its four operations in its own drawn order. At each of the four positions the images
-    are grouped by the operation they take there: one call per group, whatever the batch size."""
-    for position in range(4):
-        groups: dict[int, list[int]] = {}
-        for i, d in enumerate(draws):
-            if d is not None:
-                groups.setdefault(d.order[position], []).append(i)
-        for op, chosen in groups.items():
-            name, fn = _JITTER_OPERATIONS[op]
-            factor = _factor([draws[i] for i in chosen], name)
-            images = _replace(images, chosen, fn(_select(images, chosen), factor))
+def color_jitter(images: torch.Tensor, d: ColorJitterParams) -> torch.Tensor:
+    """ColorJitter of uint8 images ``(..., 3, H, W)`` with one draw, its four operations in the drawn order."""
+    operations = (lambda x: F.adjust_brightness(x, d.brightness), lambda x: F.adjust_contrast(x, d.contrast),
+                  lambda x: F.adjust_saturation(x, d.saturation), lambda x: F.adjust_hue(x, d.hue))
+    for i in d.order:
+        images = operations[i](images)
     return images
 
 
@@ -253,29 +98,6 @@ class ViewDraw:
     gray: bool
     blur_sigma: float | None
     flip: bool
-
-
-# Views of at most this many values are augmented together (up to _CHUNK_VALUES at a time), larger
-# ones alone. Measured on 2 cores (benchmarks.md): together is 1.4-1.75x faster per sample for 32 px
-# frames and 1.2-1.4x for 48 px ones, no faster for 64 px frames or 32 px clips of 4-8 frames, whose
-# operations are no longer dominated by their call (and per-view factors cost float64 work).
-_SMALL_VIEW = 8192
-_CHUNK_VALUES = 1 << 22
-
-
-def _chunks(sizes: Sequence[int], small: int, limit: int) -> list[list[int]]:
-    """Consecutive indices in groups: views of at most ``small`` values together, up to ``limit``
-    values a group; a larger view alone."""
-    groups: list[list[int]] = []
-    total = 0
-    for i, size in enumerate(sizes):
-        if groups and size <= small and sizes[groups[-1][-1]] <= small and total + size <= limit:
-            groups[-1].append(i)
-            total += size
-        else:
-            groups.append([i])
-            total = size
-    return groups
 
 
 @dataclass(frozen=True)
@@ -307,7 +129,7 @@ class ClipAugment:
         return k if k % 2 == 1 else k + 1
 
     def __call__(self, clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.apply([clip], [self.draw(clip, g)])[0]
+        return self.apply(clip, self.draw(clip, g))
 
     def draw(self, clip: torch.Tensor, g: torch.Generator) -> ViewDraw:
         """The random parameters of one view of ``clip`` (``(T, 3, H, W)`` uint8), from ``g``."""
@@ -325,42 +147,17 @@ class ClipAugment:
     def _draw_jitter(self, g: torch.Generator) -> ColorJitterParams | None:
         return ColorJitterParams.draw(self.jitter, g) if _coin(g, self.p_jitter) else None
 
-    def apply(self, clips: Sequence[torch.Tensor], draws: Sequence[ViewDraw]) -> list[torch.Tensor]:
-        """``clips[i]`` augmented with ``draws[i]``, as normalised float ``(T, C, size, size)``. The
-        frames of small views (at most 8,192 values: frames up to 52 px) go through each operation
-        together, larger views one at a time."""
-        out: list[torch.Tensor] = []
-        for chunk in _chunks([clip.shape[0] * 3 * self.size ** 2 for clip in clips], _SMALL_VIEW, _CHUNK_VALUES):
-            frames = [clips[i].shape[0] for i in chunk]
-            x = torch.cat([resized_crop(clips[i], *draws[i].box, self.size) for i in chunk])
-            x = jitter_images(x, [j for i in chunk for j in draws[i].jitter])
-            x = self._after_jitter(x, [draws[i] for i, t in zip(chunk, frames, strict=True) for _ in range(t)])
-            out.extend(normalize(x, self.mean, self.std).split(frames))
-        return out
-
-    def _after_jitter(self, images: torch.Tensor, views: list[ViewDraw]) -> torch.Tensor:
-        """Grayscale, blur and flip of uint8 images ``(N, 3, H, W)``, image ``i`` from view ``views[i]``."""
-        if gray := [i for i, v in enumerate(views) if v.gray]:
-            images = _replace(images, gray, F.rgb_to_grayscale(_select(images, gray), num_output_channels=3))
-        if blurred := [i for i, v in enumerate(views) if v.blur_sigma is not None]:
-            sigmas = [views[i].blur_sigma for i in blurred]
-            images = _replace(images, blurred, gaussian_blur(_select(images, blurred), self.blur_kernel, sigmas))
-        if flipped := [i for i, v in enumerate(views) if v.flip]:
-            images = _replace(images, flipped, F.horizontal_flip(_select(images, flipped)))
-        return images
-
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """Evaluation: resize the short side to ``resize``, centre crop ``crop`` (SeCo: 256 → 224),
-    normalise. Deterministic; the generator argument is accepted and ignored."""
-
-    resize: int = 256
-    crop: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __call__(self, clip: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        x = F.resize(clip, [self.resize], antialias=True)
-        x = F.center_crop(x, [self.crop, self.crop])
+    def apply(self, clip: torch.Tensor, d: ViewDraw) -> torch.Tensor:
+        """``clip`` augmented with the draws ``d``, as normalised float ``(T, C, size, size)``."""
+        x = F.resized_crop(clip, *d.box, [self.size, self.size], antialias=True)
+        if all(j is d.jitter[0] for j in d.jitter):  # one draw for the whole clip
+            x = x if d.jitter[0] is None else color_jitter(x, d.jitter[0])
+        else:  # per-frame jitter
+            x = torch.stack([f if j is None else color_jitter(f, j) for f, j in zip(x, d.jitter, strict=True)])
+        if d.gray:
+            x = F.rgb_to_grayscale(x, num_output_channels=3)
+        if d.blur_sigma is not None:
+            x = F.gaussian_blur(x, [self.blur_kernel] * 2, [d.blur_sigma] * 2)
+        if d.flip:
+            x = F.horizontal_flip(x)
         return normalize(x, self.mean, self.std)

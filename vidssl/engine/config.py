@@ -17,11 +17,6 @@ import yaml
 
 from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
-from vidssl.methods.corp import CORPConfig, SimCLRConfig
-from vidssl.methods.mlfo import MLFOConfig
-from vidssl.methods.moco import MoCoConfig
-from vidssl.methods.seco import SeCoConfig
-from vidssl.methods.vclr import VCLRConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -47,7 +42,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """The MoCo-v2 recipe (DESIGN.md §2). The defaults are the laptop setting: at 32 px and a few
+    """The MoCo-v2 recipe (docs/data.md). The defaults are the laptop setting: at 32 px and a few
     hundred steps the paper's (scale 0.2-1, jitter p 0.8, grayscale p 0.2) leaves too little signal
     shared by two views; the paper configs set the paper's values."""
 
@@ -106,25 +101,21 @@ class TrainConfig:
     nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
     dist_timeout_s: int = 600  # a collective waiting longer (e.g. for a dead rank on another node) fails
     threads: int = 0  # intra-op threads; 0: the cores the loader workers leave; -1: PyTorch's (engine/threads.py)
-    compile: bool = False  # torch.compile the method's step (static shapes; the first steps compile)
-    compile_mode: str = "default"  # torch.compile's mode (COMPILE_MODES); reduce-overhead: CUDA graphs
+    # torch.compile the step: false, true (torch's default mode) or a mode of COMPILE_MODES (static
+    # shapes; the first steps compile)
+    compile: bool | str = False
 
 
 @dataclass
-class Config:
+class _Sections:
+    """The sections every run has; :class:`Config` adds one per method of ``METHODS``."""
+
     method: str = "seco"
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    seco: SeCoConfig = field(default_factory=SeCoConfig)
-    moco: MoCoConfig = field(default_factory=MoCoConfig)
-    vclr: VCLRConfig = field(default_factory=VCLRConfig)
-    corp_f: CORPConfig = field(default_factory=CORPConfig)
-    corp_m: CORPConfig = field(default_factory=lambda: CORPConfig(num_clips=4))
-    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
-    mlfo: MLFOConfig = field(default_factory=MLFOConfig)
 
     def method_config(self) -> Any:
         return getattr(self, self.method)
@@ -133,14 +124,25 @@ class Config:
         """The backbone: ``model.arch``, or for ``auto`` the laptop backbone of the method's input."""
         if self.model.arch != "auto":
             return self.model.arch
-        layout = METHODS[self.method].data_spec(self.method_config())["layout"]
-        return "tiny3d" if layout == "clip" else "tiny2d"
+        return "tiny3d" if METHODS[self.method].data_spec(self.method_config()).layout == "clip" else "tiny2d"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The common sections and the active method's (the others do not affect the run)."""
+        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(_Sections)}
+        out = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in common.items()}
+        out[self.method] = dataclasses.asdict(self.method_config())
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# one section per registered method, named as the method, holding its Config's defaults
+Config = dataclasses.make_dataclass(
+    "Config", [(name, cls.Config, field(default_factory=cls.Config)) for name, cls in METHODS.items()],
+    bases=(_Sections,))
+Config.__module__ = __name__
+Config.__doc__ = "A run's configuration: the common sections and one section per method (``METHODS``)."
 
 
 def _coerce(value: Any, typ: Any, key: str, where: str) -> Any:
@@ -247,7 +249,8 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     check_choice("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
-    check_choice("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)
+    if isinstance(cfg.train.compile, str):
+        check_choice("train.compile", cfg.train.compile, COMPILE_MODES)
     if cfg.train.threads < -1:
         raise ConfigError(f"train.threads: must be >= -1 (0: automatic, -1: PyTorch's), got {cfg.train.threads}")
     return cfg

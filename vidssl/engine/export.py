@@ -33,7 +33,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> tuple[Path, Path
     else:
         torch.save(weights, out)
     spec = METHODS[cfg.method].data_spec(cfg.method_config())
-    sampler = spec["sampler"]
+    sampler = spec.sampler
     head = "classifier" if backbone.arch == "s3d" else "fc"
     meta = {
         "format": "vidssl-backbone/1",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,14 @@ from vidssl.data.sources import load_source
 from vidssl.data.synthetic import SyntheticVideos
 from vidssl.data.transforms import ClipAugment
 from vidssl.engine.checkpoint import load_checkpoint, save_atomic
-from vidssl.engine.compile import begin_step, compile_step
+from vidssl.engine.compile import begin_step, compile_mode, compile_step
 from vidssl.engine.config import Config, config_from_yaml_text
 from vidssl.engine.distributed import DistContext, setup, teardown
 from vidssl.engine.logger import RunLogger
 from vidssl.engine.optim import build_optimizer, lr_at
 from vidssl.engine.threads import intra_op_threads
 from vidssl.errors import ConfigError, VidsslError
-from vidssl.methods import METHODS
+from vidssl.methods import METHODS, Method
 from vidssl.models.backbones import Backbone
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,8 @@ def build_source(cfg: Config) -> tuple[VideoSource, Any]:
     return source, FileOpener(d.backend)
 
 
-def build_method(cfg: Config, distributed: bool) -> nn.Module:
-    backbone = Backbone(cfg.arch())
-    method_cls = METHODS[cfg.method]
-    return method_cls(cfg.method_config(), backbone, distributed)
+def build_method(cfg: Config, distributed: bool) -> Method:
+    return METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), distributed)
 
 
 def build_dataset(cfg: Config) -> VideoDataset:
@@ -68,9 +67,8 @@ def build_dataset(cfg: Config) -> VideoDataset:
     transform = ClipAugment(size=a.size, scale=tuple(a.scale), jitter=tuple(a.jitter), p_jitter=a.p_jitter,
                             p_gray=a.p_gray, p_blur=a.p_blur, per_frame_jitter=a.per_frame_jitter,
                             mean=tuple(a.mean), std=tuple(a.std))
-    return VideoDataset(source, spec["sampler"], transform, opener, repeat=spec["repeat"],
-                        layout=spec["layout"], seed=cfg.train.seed, strict=cfg.data.strict,
-                        short_videos=cfg.data.short_videos)
+    return VideoDataset(source, spec.sampler, transform, opener, repeat=spec.repeat, layout=spec.layout,
+                        seed=cfg.train.seed, strict=cfg.data.strict, short_videos=cfg.data.short_videos)
 
 
 def epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int, per_rank: int) -> list[int]:
@@ -133,15 +131,15 @@ class Plan:
         return Plan(micro, steps, total, round(cfg.optim.warmup_epochs * steps), lr)
 
 
-def _warn_queue_size(cfg: Config, dataset_len: int, logger: RunLogger | None) -> None:
+def _warn_queue_size(cfg: Config, dataset_len: int, logger: RunLogger) -> None:
     """A queue longer than one epoch of keys holds older keys of the same videos as negatives:
     instance discrimination then contradicts itself (common with the paper's queue on small data)."""
     method_cfg = cfg.method_config()
     spec = METHODS[cfg.method].data_spec(method_cfg)
-    for key, per_video in spec.get("queue_keys", {}).items():
+    for key, per_video in spec.queue_keys.items():
         size = getattr(method_cfg, key)
         limit = (dataset_len - cfg.train.batch_size) * per_video
-        if logger is not None and size > limit:
+        if size > limit:
             logger.message(f"warning: {cfg.method}.{key}={size} exceeds the {limit} keys that fit in one epoch "
                            f"of {dataset_len} videos: the queue will hold keys of the query's own video as "
                            f"negatives. Use {cfg.method}.{key}<={max(limit, 1)}.")
@@ -159,146 +157,213 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     ctx = setup(cfg.train.device, cfg.train.dist_timeout_s)
     try:
         with intra_op_threads(cfg.train.threads, cfg.data.num_workers):
-            return _train(cfg, ctx, resume)
+            run = start_run(cfg, ctx, resume)
+            return run.train()
     finally:
         teardown(ctx)
 
 
-def _train(cfg: Config, ctx: DistContext, resume: str | None) -> Path:
-    out = Path(cfg.train.out)
-    state = None
-    if resume:
-        state = load_checkpoint(resume)
-        saved = config_from_yaml_text(state["config"])
-        saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
-        saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads  # this machine's
-        saved.train.compile, saved.train.compile_mode = cfg.train.compile, cfg.train.compile_mode
-        cfg = saved
+def resumed_config(cfg: Config, state: dict[str, Any]) -> Config:
+    """The checkpoint's config, with the keys that may differ on resume taken from ``cfg``: where
+    to stop and write, and this machine's workers, threads and compilation."""
+    saved = config_from_yaml_text(state["config"])
+    saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
+    saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads
+    saved.train.compile = cfg.train.compile
+    return saved
+
+
+@dataclass
+class Run:
+    """One pretraining run: what :func:`start_run` built, and the loop's counters."""
+
+    cfg: Config
+    ctx: DistContext
+    plan: Plan
+    dataset: VideoDataset
+    method: Method  # what checkpoints save
+    model: nn.Module  # what steps call: the method, wrapped in DDP and compiled as configured
+    optimizer: torch.optim.Optimizer
+    step: int
+    last_step: int
+    out: Path
+    logger: RunLogger
+    skipped_videos: int = 0
+    skipped_steps: int = 0
+    # nan_policy=stop reads a step's loss on the host one step late, once the next step is queued:
+    # a GPU then never waits for the host between steps (checked before every log line and checkpoint)
+    unchecked: tuple[int, torch.Tensor, dict[str, torch.Tensor]] | None = field(default=None, repr=False)
+
+    def train(self) -> Path:
+        """Steps until ``last_step``: each one optimised, then logged and checkpointed as due."""
+        self.method.train()
+        batches = self.batches()
+        while self.step < self.last_step:
+            epoch = self.step // self.plan.steps_per_epoch
+            self.method.set_epoch(epoch, self.cfg.train.epochs)
+            loss, parts, lr, applied = self.optimisation_step(batches)
+            self.step += 1
+            self.log_and_checkpoint(epoch, loss, parts, lr, log=applied)
+        del batches  # stops the loader's workers
+        self.logger.close()
+        if self.ctx.is_main:
+            self.logger.message(f"done: {self.step} steps; checkpoint {self.out / CHECKPOINT}"
+                                + (f"; {self.skipped_videos} unusable videos skipped" if self.skipped_videos else ""))
+        return self.out
+
+    def batches(self) -> Iterator[dict]:
+        """This rank's batches from the current step to the last, through the loader's workers."""
+        per_step = self.plan.micro_batch * self.cfg.train.accumulate
+        sampler = RunSampler(len(self.dataset), self.cfg.train.seed, self.ctx.rank, self.ctx.world_size, per_step,
+                             self.plan.steps_per_epoch, self.step, self.last_step)
+        workers = self.cfg.data.num_workers
+        return iter(DataLoader(self.dataset, batch_size=self.plan.micro_batch, drop_last=True, sampler=sampler,
+                               num_workers=workers, worker_init_fn=seed_worker, collate_fn=collate_samples,
+                               persistent_workers=workers > 0, pin_memory=self.ctx.device.type == "cuda"))
+
+    def optimisation_step(self, batches: Iterator[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, bool]:
+        """Forward and backward over ``train.accumulate`` micro-batches, then the optimizer step
+        (skipped, with the state the batch changed restored, for a non-finite loss under
+        ``nan_policy=skip``). Returns the loss, its parts (on the device), the learning rate and
+        whether the step was applied."""
+        cfg, plan = self.cfg, self.plan
+        lr = lr_at(self.step, plan.lr, plan.total_steps, plan.warmup_steps, cfg.optim.schedule,
+                   cfg.optim.milestones, cfg.optim.gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator().manual_seed(cfg.train.seed * 1000003 + self.step)
+        before = StateSnapshot(self.method) if cfg.train.nan_policy == "skip" else None
+        loss_sum, totals = self.forward_backward(batches, generator)
+        if before is not None and not math.isfinite(loss_value := float(loss_sum)):
+            before.restore()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.logger.message(f"non-finite loss {loss_value} at step {self.step}: step skipped, its queue, "
+                                f"momentum-encoder and BatchNorm updates undone ({self.skipped_steps} so far)")
+            return loss_sum, totals, lr, False
+        if before is None:
+            self.check_unchecked()  # the previous step's loss
+            self.unchecked = (self.step, loss_sum, totals)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, totals, lr, True
+
+    def forward_backward(self, batches: Iterator[dict],
+                         generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The gradients of one step's micro-batches; its loss and loss parts, kept on the device."""
+        accumulate, device = self.cfg.train.accumulate, self.ctx.device
+        use_amp = self.cfg.train.amp and device.type == "cuda"
+        totals: dict[str, torch.Tensor] = {}
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accumulate):
+            batch = next(batches)
+            self.skipped_videos += int(batch["skipped"].sum())
+            views = [v.to(device, non_blocking=True) for v in batch["views"]]
+            info = {k: v.to(device, non_blocking=True) for k, v in batch["info"].items()}
+            last_micro = micro == accumulate - 1
+            sync = self.model.no_sync() if self.ctx.distributed and not last_micro else contextlib.nullcontext()
+            begin_step(compile_mode(self.cfg.train.compile))
+            with sync:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    loss, parts = self.model(views, info, generator)
+                (loss / accumulate).backward()
+            loss_sum += loss.detach() / accumulate
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v.detach() / accumulate
+        return loss_sum, totals
+
+    def check_unchecked(self) -> None:
+        """Raises for a non-finite loss of the step still unchecked (``nan_policy=stop``)."""
+        if self.unchecked is None:
+            return
+        at, loss_sum, totals = self.unchecked
+        self.unchecked = None
+        if not math.isfinite(loss_value := float(loss_sum)):
+            parts_text = {k: float(v) for k, v in totals.items()}
+            raise TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); the last good "
+                                f"checkpoint {self.out / CHECKPOINT} is intact. Lower optim.lr or set "
+                                "train.nan_policy=skip.")
+
+    def log_and_checkpoint(self, epoch: int, loss: torch.Tensor, parts: dict[str, torch.Tensor], lr: float,
+                           log: bool = True) -> None:
+        """A log line every ``log_every`` steps (``log``: not for a skipped step); a checkpoint every
+        ``ckpt_every`` steps, at every epoch's end and at the last step. Both only after the steps
+        before them proved finite."""
+        step = self.step
+        log_now = log and (step % self.cfg.train.log_every == 0 or step == self.last_step)
+        checkpoint_now = (step % self.cfg.train.ckpt_every == 0 or step % self.plan.steps_per_epoch == 0
+                          or step == self.last_step)
+        if log_now or checkpoint_now:
+            self.check_unchecked()
+        if self.ctx.is_main and log_now:
+            self.logger.log(step, epoch, {"loss": float(loss), **{k: float(v) for k, v in parts.items()}, "lr": lr,
+                                          "skipped_videos": float(self.skipped_videos)})
+        if checkpoint_now and self.ctx.is_main:
+            save_atomic({"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "step": step, "rng": _rng_state(self.ctx.device), "config": self.cfg.to_yaml(),
+                         "method": self.cfg.method, "arch": self.cfg.arch()}, self.out / CHECKPOINT)
+
+
+class StateSnapshot:
+    """A copy of what a step changes besides the optimised parameters and their optimizer state:
+    buffers (queues, BatchNorm statistics) and parameters without gradient (momentum encoders), so
+    that a skipped step can be undone."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.tensors = [t for t in module.buffers()] + [p for p in module.parameters() if not p.requires_grad]
+        self.copies = [t.detach().clone() for t in self.tensors]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for t, saved in zip(self.tensors, self.copies, strict=True):
+            t.copy_(saved)
+
+
+def start_run(cfg: Config, ctx: DistContext, resume: str | None) -> Run:
+    """Builds a run from ``cfg``, or continues the checkpoint ``resume`` exactly where it stopped."""
+    state = load_checkpoint(resume) if resume else None
+    if state is not None:
+        cfg = resumed_config(cfg, state)
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
     plan = Plan.make(cfg, len(dataset), ctx.world_size)
     method = build_method(cfg, ctx.distributed).to(ctx.device)
     optimizer = build_optimizer(cfg.optim.name, method, plan.lr, cfg.optim.momentum, cfg.optim.weight_decay)
-    step = 0
-    if state is not None:
-        method.load_state_dict(state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError as exc:  # e.g. a checkpoint of an older vidssl whose heads were separate tensors
-            raise ConfigError(f"{resume}: its optimizer state does not fit this model's parameters ({exc}); "
-                              "it can still be evaluated and exported, but training cannot resume from it") from exc
-        step = int(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and ctx.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], ctx.device)
+    step = 0 if state is None else load_training_state(state, method, optimizer, ctx.device, resume)
     model: nn.Module = method
     if ctx.distributed:
         model = DistributedDataParallel(method, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                        broadcast_buffers=False,
-                                        # stage-wise methods (MLFO) leave some parameters without gradient in some steps
-                                        find_unused_parameters=getattr(method, "unused_parameters", False))
-    compile_mode = cfg.train.compile_mode if cfg.train.compile else None
-    if compile_mode:
-        model = compile_step(model, compile_mode)  # checkpoints save `method`, whose keys are unchanged
+                                        broadcast_buffers=False, find_unused_parameters=method.unused_parameters)
+    mode = compile_mode(cfg.train.compile)
+    if mode:
+        model = compile_step(model, mode)  # checkpoints save `method`, whose keys are unchanged
+    out = Path(cfg.train.out)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
-    last_step = plan.total_steps if not cfg.train.max_steps else min(plan.total_steps, cfg.train.max_steps)
+    last_step = min(plan.total_steps, cfg.train.max_steps) if cfg.train.max_steps else plan.total_steps
     logger = RunLogger(out, last_step, ctx.is_main, start_step=step)
     if ctx.is_main:
         logger.message(f"{cfg.method}: {len(dataset)} videos, {cfg.arch()}, global batch "
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
                        f"{cfg.train.accumulate} accumulation), {plan.steps_per_epoch} steps/epoch, lr {plan.lr:.4g}, "
                        f"device {ctx.device} ({torch.get_num_threads()} threads, {cfg.data.num_workers} workers), "
-                       f"run folder {out}" + (f", compiled ({compile_mode})" if compile_mode else "")
+                       f"run folder {out}" + (f", compiled ({mode})" if mode else "")
                        + (f", resumed at step {step}" if step else ""))
-    _warn_queue_size(cfg, len(dataset), logger if ctx.is_main else None)
-    use_amp = cfg.train.amp and ctx.device.type == "cuda"
-    skipped_videos, skipped_steps = 0, 0
+        _warn_queue_size(cfg, len(dataset), logger)
+    return Run(cfg, ctx, plan, dataset, method, model, optimizer, step, last_step, out, logger)
 
-    def checkpoint() -> None:
-        if ctx.is_main:
-            save_atomic({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                         "rng": _rng_state(ctx.device), "config": cfg.to_yaml(), "method": cfg.method,
-                         "arch": cfg.arch()}, out / CHECKPOINT)
 
-    # nan_policy=stop reads each step's loss on the host one step late, once the next step's forward
-    # and backward are queued: a GPU then never waits for the host between steps. The pending step
-    # is also checked before every log line and checkpoint, so a non-finite step never reaches disk.
-    unchecked: tuple[int, torch.Tensor, dict[str, torch.Tensor]] | None = None
-
-    def check_unchecked() -> None:
-        nonlocal unchecked
-        if unchecked is not None:
-            at, loss_sum, totals = unchecked
-            unchecked = None
-            if not math.isfinite(loss_value := float(loss_sum)):
-                parts_text = {k: float(v) for k, v in totals.items()}
-                raise TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); the last "
-                                    f"good checkpoint {out / CHECKPOINT} is intact. Lower optim.lr or "
-                                    "set train.nan_policy=skip.")
-
-    method.train()
-    per_step = plan.micro_batch * cfg.train.accumulate
-    loader = DataLoader(dataset, batch_size=plan.micro_batch, drop_last=True,
-                        sampler=RunSampler(len(dataset), cfg.train.seed, ctx.rank, ctx.world_size, per_step,
-                                           plan.steps_per_epoch, step, last_step),
-                        num_workers=cfg.data.num_workers, worker_init_fn=seed_worker, collate_fn=collate_samples,
-                        persistent_workers=cfg.data.num_workers > 0, pin_memory=ctx.device.type == "cuda")
-    batches = iter(loader)
-    while step < last_step:
-        epoch = step // plan.steps_per_epoch
-        if hasattr(method, "set_epoch"):  # methods with epoch-based stages (MLFO)
-            method.set_epoch(epoch, cfg.train.epochs)
-        lr = lr_at(step, plan.lr, plan.total_steps, plan.warmup_steps, cfg.optim.schedule,
-                   cfg.optim.milestones, cfg.optim.gamma)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        generator = torch.Generator().manual_seed(cfg.train.seed * 1000003 + step)
-        totals: dict[str, torch.Tensor] = {}  # loss parts, kept on the device until logged
-        loss_sum = torch.zeros((), device=ctx.device)
-        for micro in range(cfg.train.accumulate):
-            batch = next(batches)
-            skipped_videos += int(batch["skipped"].sum())
-            views = [v.to(ctx.device, non_blocking=True) for v in batch["views"]]
-            info = {k: v.to(ctx.device, non_blocking=True) for k, v in batch["info"].items()}
-            sync = contextlib.nullcontext()
-            if ctx.distributed and micro < cfg.train.accumulate - 1:
-                sync = model.no_sync()
-            begin_step(compile_mode)
-            with sync:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    loss, parts = model(views, info, generator)
-                (loss / cfg.train.accumulate).backward()
-            loss_sum += loss.detach() / cfg.train.accumulate
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v.detach() / cfg.train.accumulate
-        if cfg.train.nan_policy == "skip":  # known finite before it is applied: one host read per step
-            if not math.isfinite(loss_value := float(loss_sum)):
-                optimizer.zero_grad(set_to_none=True)
-                skipped_steps += 1
-                logger.message(f"non-finite loss {loss_value} at step {step}: step skipped "
-                               f"({skipped_steps} so far)")
-                step += 1
-                continue
-        else:
-            check_unchecked()  # the previous step's loss
-            unchecked = (step, loss_sum, totals)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        log_now = step % cfg.train.log_every == 0 or step == last_step
-        checkpoint_now = step % cfg.train.ckpt_every == 0 or step % plan.steps_per_epoch == 0 or step == last_step
-        if log_now or checkpoint_now:
-            check_unchecked()
-        if ctx.is_main and log_now:
-            logger.log(step, epoch, {"loss": float(loss_sum), **{k: float(v) for k, v in totals.items()}, "lr": lr,
-                                     "skipped_videos": float(skipped_videos)})
-        if checkpoint_now:
-            checkpoint()
-    del batches, loader  # stops the workers
-    logger.close()
-    if ctx.is_main:
-        logger.message(f"done: {step} steps; checkpoint {out / CHECKPOINT}"
-                       + (f"; {skipped_videos} unusable videos skipped" if skipped_videos else ""))
-    return out
+def load_training_state(state: dict[str, Any], method: Method, optimizer: torch.optim.Optimizer,
+                        device: torch.device, path: str) -> int:
+    """Restores model, optimizer and RNG state from a checkpoint; returns its step."""
+    method.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as exc:
+        raise ConfigError(f"{path}: its optimizer state does not fit this model's parameters ({exc}); "
+                          "it can still be evaluated and exported, but training cannot resume from it") from exc
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    return int(state["step"])

@@ -80,6 +80,6 @@ def load_encoder(spec: str, default_size: int = 32, clip_len: int = 8) -> Encode
     cfg = config_from_yaml_text(state["config"])
     method = METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), False)
     method.load_state_dict(state["model"], strict=True)
-    sampler = METHODS[cfg.method].data_spec(cfg.method_config())["sampler"]
+    sampler = METHODS[cfg.method].data_spec(cfg.method_config()).sampler
     return Encoder(method.backbone, cfg.method, file_hash(path), tuple(cfg.augment.mean), tuple(cfg.augment.std),
                    cfg.augment.size, getattr(sampler, "clip_len", 1), getattr(sampler, "dilation", 1), str(path))

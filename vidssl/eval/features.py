@@ -1,6 +1,6 @@
 """Feature extraction with the papers' protocols, cached on disk.
 
-- **frames** (SeCo/VCLR, DESIGN.md §4): ``num`` evenly spaced frames, short side resized, centre
+- **frames** (SeCo/VCLR, docs/evaluation.md): ``num`` evenly spaced frames, short side resized, centre
   crop, backbone pooled features averaged over the frames (SeCo: 30 frames, 256 → 224).
 - **clips** (CORP/MLFO): ``num`` evenly spaced clips of ``clip_len`` frames x 1 (centre) or 3
   (left/centre/right) crops, features averaged over clips and crops (CORP: 10 x 3).

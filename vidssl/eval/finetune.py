@@ -24,7 +24,6 @@ from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import Encoder
 from vidssl.eval.features import EvalClips, Protocol
 from vidssl.eval.metrics import classification_report
-from vidssl.modules.views import cat_views
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class TSN(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """Mean of the per-view logits (TSN's average consensus)."""
         b = views[0].shape[0]
-        logits = self.head(self.backbone(cat_views(views)))
+        logits = self.head(self.backbone(torch.cat(views)))
         return logits.view(len(views), b, -1).mean(0)
 
 

@@ -1,4 +1,4 @@
-"""Video retrieval (DESIGN.md §4): test videos query the train set by cosine similarity."""
+"""Video retrieval (docs/evaluation.md): test videos query the train set by cosine similarity."""
 
 from __future__ import annotations
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses.cross_entropy import cross_entropy
-
 
 def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
              tau: float = 0.1) -> torch.Tensor:
@@ -21,7 +19,7 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
     pos = (q * k).sum(-1, keepdim=True)
     neg = q @ negatives.float().T if negatives.ndim == 2 else torch.bmm(negatives.float(), q[:, :, None])[..., 0]
     logits = torch.cat([pos, neg], dim=1) / tau
-    return cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
 def nce_from_scores(positive: torch.Tensor, negative_logsumexp: torch.Tensor) -> torch.Tensor:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses.cross_entropy import cross_entropy
-from vidssl.losses.order import order_cross_entropy
-
 
 def nt_xent(anchors: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor, self_index: torch.Tensor,
             tau: float = 0.1) -> torch.Tensor:
@@ -17,7 +14,7 @@ def nt_xent(anchors: torch.Tensor, candidates: torch.Tensor, positive: torch.Ten
     (2B-1)-way classification of the paper. Mean over anchors, float32."""
     logits = anchors.float() @ candidates.float().T / tau
     logits = logits.scatter(1, self_index[:, None], float("-inf"))  # (a scalar: no host-to-device copy)
-    return cross_entropy(logits, positive)
+    return F.cross_entropy(logits, positive)
 
 
 def corp_f_order_loss(forward_logits: torch.Tensor, backward_logits: torch.Tensor) -> torch.Tensor:
@@ -26,7 +23,7 @@ def corp_f_order_loss(forward_logits: torch.Tensor, backward_logits: torch.Tenso
     videos. Logits ``(B, 2)``."""
     b = len(forward_logits)
     zeros = torch.zeros(b, dtype=torch.long, device=forward_logits.device)
-    return order_cross_entropy(forward_logits, zeros) + order_cross_entropy(backward_logits, zeros + 1)
+    return F.cross_entropy(forward_logits.float(), zeros) + F.cross_entropy(backward_logits.float(), zeros + 1)
 
 
 def corp_pair_labels(video: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses.cross_entropy import cross_entropy
-
 GRAPH_TARGETS = ("onehot", "instance", "semantic", "combined")
 
 
@@ -138,6 +136,6 @@ def timestamp_retrieval_loss(short: torch.Tensor, long: torch.Tensor, offset: in
         raise ValueError(f"short steps {offset}..{offset + s - 1} fall outside the {long.shape[1]} long steps")
     logits = short.float() @ long.float().transpose(1, 2) / tau  # (B, S, L)
     steps = torch.arange(s, device=short.device).repeat(b)
-    forward = cross_entropy(logits.reshape(b * s, -1), steps + offset)
-    backward = cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)
+    forward = F.cross_entropy(logits.reshape(b * s, -1), steps + offset)
+    backward = F.cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)
     return 0.5 * (forward + backward)

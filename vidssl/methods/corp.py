@@ -24,12 +24,11 @@ from torch import nn
 
 from vidssl.data.samplers import MinimalOffsetClipSampler, RandomClipsSampler
 from vidssl.losses.corp import corp_f_order_loss, corp_m_decoupled_loss, corp_m_loss, corp_pair_labels, nt_xent
-from vidssl.losses.total import sum_parts
+from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.relation import DecouplingAttention, MixedAttention
 from vidssl.modules.distributed import all_gather_with_grad, rank
-from vidssl.modules.views import cat_views
 
 CORP_LOSSES = ("contrast", "order")
 RELATIONS = ("decoupling", "mixed")
@@ -43,7 +42,7 @@ class CORPConfig:
     mlp_layers: int = 2
     mlp_hidden: int = 256
     tau: float = 0.1
-    num_clips: int = 2  # CORP_f: 2; CORP_m: K = 2..4 (paper default 4)
+    num_clips: int = 2  # CORP_f: 2; CORP_m: K = 2..4 (CORPmConfig: 4, the paper's default)
     clip_len: int = 8  # paper: 16
     dilation: int = 1  # paper: 2 on Kinetics, 1 on Something-Something
     proj_hidden: int = 256  # paper: 2048
@@ -70,19 +69,12 @@ def relation_head(cfg: CORPConfig, num_outputs: int) -> nn.Module:
     return DecouplingAttention(cfg.proj_dim, cfg.heads, cfg.heads, cfg.mlp_hidden, cfg.mlp_layers)
 
 
-class _ClipEncoder(nn.Module):
+class _ClipEncoder(Method):
     """Backbone + projection head; ``embed`` returns L2-normalised features."""
 
-    # CORP_f's order term uses only the antisymmetric part of a decoupling head, and Table 6's
-    # single-task rows leave one part idle: DDP must look for unused parameters
-    unused_parameters = True
-
     def __init__(self, cfg: CORPConfig, backbone: Backbone, distributed: bool) -> None:
-        super().__init__()
-        cfg.validate()
+        super().__init__(cfg, distributed)
         require_3d(backbone, "CORP")
-        self.cfg = cfg
-        self.distributed = distributed
         self.encoder = backbone
         self.projector = projection_head(backbone.feature_dim, cfg)
 
@@ -95,7 +87,7 @@ class _ClipEncoder(nn.Module):
 
 
 class CORPf(_ClipEncoder):
-    config_class = CORPConfig
+    Config = CORPConfig
 
     def __init__(self, cfg: CORPConfig, backbone: Backbone, distributed: bool = False) -> None:
         super().__init__(cfg, backbone, distributed)
@@ -103,8 +95,13 @@ class CORPf(_ClipEncoder):
             self.order_head = relation_head(cfg, 2)
 
     @staticmethod
-    def data_spec(cfg: CORPConfig) -> dict:
-        return {"sampler": MinimalOffsetClipSampler(2, cfg.clip_len, cfg.dilation), "repeat": None, "layout": "clip"}
+    def data_spec(cfg: CORPConfig) -> DataSpec:
+        return DataSpec(MinimalOffsetClipSampler(2, cfg.clip_len, cfg.dilation), "clip")
+
+    @property
+    def unused_parameters(self) -> bool:
+        """The order term reads only the antisymmetric part (P, Q) of a decoupling head."""
+        return "order" in self.cfg.losses and self.cfg.relation == "decoupling"
 
     def order_logits(self, zi: torch.Tensor, zj: torch.Tensor) -> torch.Tensor:
         """2-way logits [z_i precedes z_j, z_j precedes z_i] (eq. 4)."""
@@ -116,7 +113,7 @@ class CORPf(_ClipEncoder):
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = views[0].shape[0]
-        z = self.embed(cat_views(views[:2]))  # (2B, d): clips a then clips b
+        z = self.embed(torch.cat(views[:2]))  # (2B, d): clips a then clips b
         parts: dict[str, torch.Tensor] = {}
         if "contrast" in self.cfg.losses:
             candidates = all_gather_with_grad(z, self.distributed)
@@ -130,27 +127,36 @@ class CORPf(_ClipEncoder):
             a_first = (info["starts"][:, 0] <= info["starts"][:, 1])[:, None]
             earlier, later = torch.where(a_first, za, zb), torch.where(a_first, zb, za)
             parts["order"] = corp_f_order_loss(self.order_logits(earlier, later), self.order_logits(later, earlier))
-        return sum_parts(parts), parts
+        return sum(parts.values()), parts
+
+
+@dataclass
+class CORPmConfig(CORPConfig):
+    num_clips: int = 4  # K (paper default 4)
 
 
 class CORPm(_ClipEncoder):
-    config_class = CORPConfig
+    Config = CORPmConfig
 
     def __init__(self, cfg: CORPConfig, backbone: Backbone, distributed: bool = False) -> None:
         super().__init__(cfg, backbone, distributed)
         self.relation = relation_head(cfg, 3)
 
     @staticmethod
-    def data_spec(cfg: CORPConfig) -> dict:
-        return {"sampler": MinimalOffsetClipSampler(cfg.num_clips, cfg.clip_len, cfg.dilation),
-                "repeat": None, "layout": "clip"}
+    def data_spec(cfg: CORPConfig) -> DataSpec:
+        return DataSpec(MinimalOffsetClipSampler(cfg.num_clips, cfg.clip_len, cfg.dilation), "clip")
+
+    @property
+    def unused_parameters(self) -> bool:
+        """Table 6's single-task rows leave one part of a decoupling head (G, or P and Q) idle."""
+        return len(self.cfg.losses) == 1 and self.cfg.relation == "decoupling"
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         k, b = len(views), views[0].shape[0]
         if b % 2:
             raise ValueError(f"CORP_m pairs the videos of a batch: the per-rank batch must be even, got {b}")
-        z = self.embed(cat_views(views)).view(k, b, -1).transpose(0, 1)  # (B, K, d)
+        z = self.embed(torch.cat(views)).view(k, b, -1).transpose(0, 1)  # (B, K, d)
         starts = info["starts"]  # (B, K)
         pairs = b // 2
         z_pairs = z.reshape(pairs, 2 * k, -1)  # video 2p's K clips, then video 2p+1's
@@ -166,7 +172,7 @@ class CORPm(_ClipEncoder):
         else:
             logits = self.relation(zi, zj).flatten(0, 1)
             parts = {name: corp_m_loss(logits, labels, (name,)) / pairs for name in self.cfg.losses}
-        return sum_parts(parts), parts
+        return sum(parts.values()), parts
 
 
 @dataclass
@@ -182,8 +188,8 @@ class SimCLRConfig(CORPConfig):
 
 
 class SimCLR(CORPf):
-    config_class = SimCLRConfig
+    Config = SimCLRConfig
 
     @staticmethod
-    def data_spec(cfg: CORPConfig) -> dict:
-        return {"sampler": RandomClipsSampler(2, cfg.clip_len, cfg.dilation), "repeat": None, "layout": "clip"}
+    def data_spec(cfg: CORPConfig) -> DataSpec:
+        return DataSpec(RandomClipsSampler(2, cfg.clip_len, cfg.dilation), "clip")

@@ -1,4 +1,4 @@
-"""MLFO: multi-level feature optimisation (Qian et al., ICCV 2021; DESIGN.md §3).
+"""MLFO: multi-level feature optimisation (Qian et al., ICCV 2021; docs/methods.md).
 
 Per video a window of ``2 x clip_len`` frames at a random stride (MLFOWindowSampler): clip 1 = its
 first half, clip 2 = its second half, the global clip = every second frame. One backbone pass over
@@ -39,14 +39,13 @@ from vidssl.losses.mlfo import (
     swapped_prediction_loss,
     timestamp_retrieval_loss,
 )
-from vidssl.losses.total import sum_parts
+from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import LEVELS, Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.temporal import TEMPORAL_AUGS, MotionBranch, StepHead, order_indices, temporal_augment, time_order
 from vidssl.modules.batch_norm import forward_per_group
 from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, rank
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.views import cat_views
 
 TEMPORAL_MODES = ("none", "input", "feature")
 
@@ -108,18 +107,12 @@ def _projector(channels: int, cfg: MLFOConfig) -> nn.Sequential:
     return mlp([channels, cfg.proj_hidden, cfg.proj_dim], batch_norm=True)
 
 
-class MLFO(nn.Module):
-    config_class = MLFOConfig
-    # the frozen prototypes (first epoch) and the lower-level heads (before the graph stage) get no
-    # gradient in some steps: DDP must look for unused parameters
-    unused_parameters = True
+class MLFO(Method):
+    Config = MLFOConfig
 
     def __init__(self, cfg: MLFOConfig, backbone: Backbone, distributed: bool = False) -> None:
-        super().__init__()
-        cfg.validate()
+        super().__init__(cfg, distributed)
         require_3d(backbone, "MLFO")
-        self.cfg = cfg
-        self.distributed = distributed
         self.encoder = backbone
         channels = backbone.level_channels
         # one projection head per level: the high one serves L_ins, L_sem and the graph; the others L_mul
@@ -140,8 +133,14 @@ class MLFO(nn.Module):
         return self.encoder
 
     @staticmethod
-    def data_spec(cfg: MLFOConfig) -> dict:
-        return {"sampler": MLFOWindowSampler(2 * cfg.clip_len, tuple(cfg.strides)), "repeat": None, "layout": "clip"}
+    def data_spec(cfg: MLFOConfig) -> DataSpec:
+        return DataSpec(MLFOWindowSampler(2 * cfg.clip_len, tuple(cfg.strides)), "clip")
+
+    @property
+    def unused_parameters(self) -> bool:
+        """The frozen prototypes (first epochs) and the lower levels' heads (before the graph
+        stage) get no gradient in some steps."""
+        return True
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """The engine's progress, kept as the three switches it drives: stage two (Sec. 4.2: L_mul
@@ -187,7 +186,7 @@ class MLFO(nn.Module):
         inputs = [clip1, clip2] + ([whole] if cfg.temporal == "feature" else [])
         if cfg.temporal == "input":  # Table 3's conventional baseline: transformed input clips
             inputs += [temporal_augment(c, name, generator) for name in cfg.temporal_augs for c in (clip1, clip2)]
-        levels = self.encoder.forward_levels(cat_views(inputs))  # each (len(inputs) * B, C, T, H, W)
+        levels = self.encoder.forward_levels(torch.cat(inputs))  # each (len(inputs) * B, C, T, H, W)
         self_index = (rank() * b if self.distributed else 0) + torch.arange(b, device=clip1.device)
 
         def gathered(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +233,7 @@ class MLFO(nn.Module):
             neg1 = torch.stack(transformed[0::2], dim=1)  # (B, A, d)
             neg2 = torch.stack(transformed[1::2], dim=1)
             parts["aug_input"] = cfg.aug_weight * (info_nce(z1, z2, neg1, cfg.tau) + info_nce(z2, z1, neg2, cfg.tau))
-        return sum_parts(parts), parts
+        return sum(parts.values()), parts
 
     @torch.compiler.disable
     def time_orders(self, steps: list[int], generator: torch.Generator | None,

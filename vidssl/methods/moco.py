@@ -8,16 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from vidssl.data.samplers import RandomClipsSampler
 from vidssl.losses import info_nce
-from vidssl.methods.seco import KeyEncoder
+from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import ParallelHeads, check_head_hidden
-from vidssl.modules.momentum import ema_update_, momentum_copy
+from vidssl.models.heads import MultiHeadEncoder, check_head_hidden
+from vidssl.modules.momentum import MomentumEncoders
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
 
 
 @dataclass
@@ -27,45 +25,41 @@ class MoCoConfig:
     momentum: float = 0.99  # MoCo-v2: 0.999
     head_hidden: int | None = None  # None: the backbone's feature size, MoCo-v2's ratio (2048 on R50's 2048)
     head_dim: int = 128
-    shuffle_bn_splits: int = 2
+    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
 
     def validate(self) -> None:
         check_head_hidden("moco", self.head_hidden)
 
 
-class MoCoV2(nn.Module):
-    config_class = MoCoConfig
+class MoCoV2(Method):
+    Config = MoCoConfig
 
     def __init__(self, cfg: MoCoConfig, backbone: Backbone, distributed: bool = False) -> None:
-        super().__init__()
-        cfg.validate()
-        self.cfg = cfg
-        self.distributed = distributed
-        head = ParallelHeads(["proj"], backbone.feature_dim, cfg.head_hidden or backbone.feature_dim, cfg.head_dim)
-        self.encoder_q = KeyEncoder(backbone, head)
-        self.encoder_k = momentum_copy(self.encoder_q)
+        super().__init__(cfg, distributed)
+        encoder = MultiHeadEncoder(backbone, ["proj"], cfg.head_hidden or backbone.feature_dim, cfg.head_dim)
+        self.encoders = MomentumEncoders(encoder, cfg.momentum, cfg.shuffle_bn_splits, distributed)
         self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
 
     @property
     def backbone(self) -> Backbone:
-        return self.encoder_q.backbone
+        return self.encoders.encoder_q.backbone
 
     @staticmethod
-    def data_spec(cfg: MoCoConfig) -> dict:
-        return {"sampler": RandomClipsSampler(num_clips=1, clip_len=1), "repeat": (2,), "layout": "frame",
-                "queue_keys": {"queue_size": 1}}
+    def data_spec(cfg: MoCoConfig) -> DataSpec:
+        return DataSpec(RandomClipsSampler(num_clips=1, clip_len=1), "frame", repeat=(2,),
+                        queue_keys={"queue_size": 1})
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         view_q, view_k = views
-        # the host's work first (a compiled step breaks here, before its graph): the shuffle, the queue
-        perm = shuffle_permutation(len(view_k), self.distributed, generator, view_k.device)
+        # the host's work first, so that a compiled step is one graph: the shuffle, the queue's copy
+        perm = self.encoders.key_permutation(len(view_k), generator, view_k.device)
         queue = self.queue.snapshot()
-        q = self.encoder_q(view_q)[:, 0]
-        with torch.no_grad():
-            ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, view_k, perm, self.distributed, self.cfg.shuffle_bn_splits)
-            k = self.encoder_k.project(hk)[:, 0]
+        encoder_q, encoder_k = self.encoders.encoder_q, self.encoders.encoder_k
+        q = encoder_q.project(encoder_q.backbone(view_q))["proj"]
+        k = encoder_k.project(self.encoders.key_features(view_k, perm))["proj"]
         loss = info_nce(q, k, queue, self.cfg.tau)
         self.queue.enqueue(k, gather=self.distributed)
         return loss, {"infonce": loss}
+
+

@@ -1,4 +1,4 @@
-"""VCLR: video-level contrastive learning (Kuang et al., ICCV 2021; DESIGN.md §3).
+"""VCLR: video-level contrastive learning (Kuang et al., ICCV 2021; docs/methods.md).
 
 Per video, N segments and two distinct frames (or clips) per segment: a query tuple and a key
 tuple. Four losses, weights 1 (the official code; SeCo's 2-way order is dropped):
@@ -18,6 +18,7 @@ is frame-only).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -26,14 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.data.samplers import VCLRSampler
-from vidssl.losses import info_nce, order_cross_entropy, seco_inter_loss, seco_intra_loss, sum_parts
+from vidssl.losses import info_nce, seco_inter_loss, seco_intra_loss
+from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import ParallelHeads, check_head_hidden, mlp
-from vidssl.modules.device import host_to_device, step_constant
-from vidssl.modules.momentum import ema_update_, momentum_copy
+from vidssl.models.heads import MultiHeadEncoder, check_head_hidden
+from vidssl.modules.device import host_to_device
+from vidssl.modules.momentum import MomentumEncoders
 from vidssl.modules.queue import KeyQueue
-from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
-from vidssl.modules.views import cat_views
 
 VCLR_LOSSES = ("video", "inter", "intra", "order")
 
@@ -76,12 +76,11 @@ def shuffling_permutations(n: int) -> torch.Tensor:
     return torch.tensor(perms, dtype=torch.long).view(-1, n)
 
 
-@step_constant
+@functools.cache
 def _tuple_orders(n: int) -> torch.Tensor:
-    """The orders a tuple of ``n`` can take in the order task, each followed by its shuffled flag:
-    row 0 the identity (flag 0), row ``1 + i`` the ``i``-th of :func:`shuffling_permutations` (flag 1)."""
-    perms = torch.cat([torch.arange(n)[None], shuffling_permutations(n)])
-    return torch.cat([perms, (torch.arange(len(perms)) > 0).long()[:, None]], 1)
+    """The orders a tuple of ``n`` can take in the order task: row 0 the identity, row ``1 + i`` the
+    ``i``-th of :func:`shuffling_permutations`."""
+    return torch.cat([torch.arange(n)[None], shuffling_permutations(n)])
 
 
 @torch.compiler.disable
@@ -90,17 +89,16 @@ def draw_tuple_shuffles(draws: int, b: int, n: int, generator: torch.Generator |
     """``draws`` independent shuffles of ``b`` tuples of ``n`` segments for the 4-way order task:
     each tuple keeps its order or, with probability 1/2, takes a random permutation that is neither
     the identity nor the reversal. Returns the orders ``(draws, B, N)`` and the 0/1 shuffled flags
-    ``(draws, B)`` on ``device``, copied together without a host wait. Drawn draw after draw, the
-    flags before the permutations, outside compiled graphs (the draws use a host generator): one
-    graph break for all of them."""
+    ``(draws, B)`` on ``device``. Drawn on the host from the step's generator, draw after draw, the
+    flags before the permutations."""
     table = _tuple_orders(n)
     flags, choices = [], []
     for _ in range(draws):
         flags.append(torch.randint(0, 2, (b,), generator=generator))
         choices.append(torch.randint(0, len(table) - 1, (b,), generator=generator))
-    rows = torch.stack(choices).add_(1).mul_(torch.stack(flags))  # 0 (kept) or 1 + the permutation drawn
-    together = host_to_device(table[rows], device)
-    return together[..., :n], together[..., n]
+    flags = torch.stack(flags)
+    rows = (torch.stack(choices) + 1) * flags  # 0 (kept) or 1 + the permutation drawn
+    return host_to_device(table[rows], device), host_to_device(flags, device)
 
 
 def shuffle_tuples(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -108,52 +106,29 @@ def shuffle_tuples(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, order[..., None].expand_as(x))
 
 
-class VCLRHeads(nn.Module):
-    """Per-frame projection heads (one per frame loss, computed together) plus the video head on
-    the mean frame feature."""
-
-    def __init__(self, in_dim: int, cfg: VCLRConfig) -> None:
-        super().__init__()
-        names = [name for name in cfg.losses if name != "video"]
-        hidden = cfg.head_hidden or in_dim
-        self.frame = ParallelHeads(names, in_dim, hidden, cfg.head_dim) if names else None
-        self.video = mlp([in_dim, hidden, cfg.head_dim]) if "video" in cfg.losses else None
-
-    def column(self, name: str) -> int:
-        """Where the frame head ``name`` sits on the heads axis of :meth:`frames`."""
-        return self.frame.names.index(name)
-
-    def frames(self, h: torch.Tensor) -> torch.Tensor:
-        """Backbone features ``(..., D)`` → every frame head's normalised embedding
-        ``(..., heads, d)``, in one pass."""
-        z = F.normalize(self.frame(h.reshape(-1, h.shape[-1])), dim=-1)
-        return z.view(*h.shape[:-1], *z.shape[1:])
-
-    def video_embedding(self, h: torch.Tensor) -> torch.Tensor:
-        """A tuple's features ``(N, B, D)``, segment by segment → its normalised video embedding ``(B, d)``."""
-        return F.normalize(self.video(h.mean(0)), dim=-1)
+def anchor_and_keys(zq: torch.Tensor, zk: torch.Tensor,
+                    last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SeCo's anchor inside VCLR: from one head's query tuple ``zq`` ``(N, B, d)`` and key side
+    ``zk`` ``(N + 1, B, d)`` (the key tuple, then the anchor's second view), the query (the query
+    tuple's first element, or its last where ``last`` ``(B,)``), the anchor's key, and the key
+    tuple's other segments in temporal order ``(N - 1, B, d)``."""
+    n, last = len(zq), last[:, None]
+    query = torch.where(last, zq[n - 1], zq[0])
+    others = torch.where(last, zk[:n - 1], zk[1:n])
+    return query, zk[n], others
 
 
-class VCLREncoder(nn.Module):
-    def __init__(self, backbone: Backbone, cfg: VCLRConfig) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.heads = VCLRHeads(backbone.feature_dim, cfg)
-
-
-class VCLR(nn.Module):
-    config_class = VCLRConfig
+class VCLR(Method):
+    Config = VCLRConfig
 
     def __init__(self, cfg: VCLRConfig, backbone: Backbone, distributed: bool = False) -> None:
-        super().__init__()
-        cfg.validate()
+        super().__init__(cfg, distributed)
         want = "2d" if cfg.clip_len == 1 else "3d"
         if backbone.kind != want:
             raise ValueError(f"vclr.clip_len={cfg.clip_len} needs a {want} backbone, got {backbone.arch}")
-        self.cfg = cfg
-        self.distributed = distributed
-        self.encoder_q = VCLREncoder(backbone, cfg)
-        self.encoder_k = momentum_copy(self.encoder_q)
+        # one head per loss on frame features; "video" embeds the mean over a tuple's frames
+        encoder = MultiHeadEncoder(backbone, cfg.losses, cfg.head_hidden or backbone.feature_dim, cfg.head_dim)
+        self.encoders = MomentumEncoders(encoder, cfg.momentum, cfg.shuffle_bn_splits, distributed)
         if "inter" in cfg.losses:
             self.queue = KeyQueue(cfg.queue_size, cfg.head_dim)
         if "video" in cfg.losses:
@@ -163,66 +138,56 @@ class VCLR(nn.Module):
 
     @property
     def backbone(self) -> Backbone:
-        return self.encoder_q.backbone
+        return self.encoders.encoder_q.backbone
 
     @staticmethod
-    def data_spec(cfg: VCLRConfig) -> dict:
-        return {"sampler": VCLRSampler(cfg.num_segments, cfg.clip_len, cfg.dilation),
-                "repeat": None, "layout": "frame" if cfg.clip_len == 1 else "clip",
-                "queue_keys": {"queue_size": cfg.num_segments, "video_queue_size": 1}}
+    def data_spec(cfg: VCLRConfig) -> DataSpec:
+        return DataSpec(VCLRSampler(cfg.num_segments, cfg.clip_len, cfg.dilation),
+                        "frame" if cfg.clip_len == 1 else "clip",
+                        queue_keys={"queue_size": cfg.num_segments, "video_queue_size": 1})
 
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n = self.cfg.num_segments
-        b = views[0].shape[0]
-        losses = self.cfg.losses
-        # the host's work first (a compiled step breaks here, before its graph): the key batch's
-        # shuffle, then the order task's tuple shuffles (the query's, the key's), and the queues
+        n, b, losses = self.cfg.num_segments, views[0].shape[0], self.cfg.losses
         device = views[0].device
-        perm = shuffle_permutation(b * n + b, self.distributed, generator, device)
-        if "order" in losses:
-            orders, flags = draw_tuple_shuffles(2, b, n, generator, device)
+        # the host's work first, so that a compiled step is one graph: the key batch's shuffle, the
+        # order task's tuple shuffles (the query's, the key's), the queues' copies
+        perm = self.encoders.key_permutation((n + 1) * b, generator, device)
+        shuffles = draw_tuple_shuffles(2, b, n, generator, device) if "order" in losses else None
         queue = self.queue.snapshot() if "inter" in losses else None
         video_queue = self.video_queue.snapshot() if "video" in losses else None
-        # both batches segment by segment, (N*B, ...): the query tuple; the key tuple, then the
-        # anchors' second views
-        hq = self.backbone(cat_views(views[:n])).view(n, b, -1)
-        heads_q = self.encoder_q.heads
-        frame_losses = heads_q.frame is not None
-        with torch.no_grad():
-            ema_update_(self.encoder_k, self.encoder_q, self.cfg.momentum)
-            hk = shuffle_bn_forward(self.encoder_k.backbone, cat_views(views[n:]), perm, self.distributed,
-                                    self.cfg.shuffle_bn_splits).view(n + 1, b, -1)
-            heads_k = self.encoder_k.heads
-            if frame_losses:  # one pass over the key tuple and the anchor's second view
-                zk = heads_k.frames(hk)
-                k_tuple, k_anchor = zk[:n], zk[n]  # (N, B, heads, d), (B, heads, d)
-            if heads_k.video is not None:
-                k_video = heads_k.video_embedding(hk[:n])
-        zq = heads_q.frames(hq) if frame_losses else None  # (N, B, heads, d): every segment, every frame head
+        frame_heads = [name for name in losses if name != "video"]
+        encoder_q, encoder_k = self.encoders.encoder_q, self.encoders.encoder_k
+        # views: the query tuple q_1..q_N, the key tuple k_1..k_N, the anchor's second view;
+        # features segment by segment, (N, B, D) and (N + 1, B, D)
+        hq = encoder_q.backbone(torch.cat(views[:n])).view(n, b, -1)
+        hk = self.encoders.key_features(torch.cat(views[n:]), perm).view(n + 1, b, -1)
+        zq = encoder_q.project(hq, frame_heads)  # each (N, B, d)
+        zk = encoder_k.project(hk, frame_heads)  # each (N + 1, B, d): the key tuple, then the anchor
         parts: dict[str, torch.Tensor] = {}
         if "video" in losses:
-            parts["video"] = info_nce(heads_q.video_embedding(hq), k_video, video_queue, self.cfg.tau)
-        if "inter" in losses or "intra" in losses:
-            last = info["anchor_last"].bool()[:, None, None]  # per video, against (..., B, heads, d)
-            query = torch.where(last, zq[n - 1], zq[0])  # (B, heads, d): the anchor's segment
-            # the other segments, in temporal order, without the anchor's: 0..N-2 or 1..N-1
-            other = torch.where(last, k_tuple[:n - 1], k_tuple[1:])  # (N-1, B, heads, d)
-            if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
-                i = heads_q.column("inter")
-                inter_keys = torch.cat([k_anchor[None, :, i], other[:, :, i]])  # (N, B, d)
-                parts["inter"] = seco_inter_loss(query[:, i], inter_keys, queue, self.cfg.tau)
-            if "intra" in losses:
-                i = heads_q.column("intra")
-                parts["intra"] = seco_intra_loss(query[:, i], k_anchor[:, i], other[:, :, i], self.cfg.tau)
-        if "order" in losses:
-            i = heads_q.column("order")
-            q_shuffled = shuffle_tuples(zq[:, :, i].transpose(0, 1), orders[0])
-            k_shuffled = shuffle_tuples(k_tuple[:, :, i].transpose(0, 1), orders[1])
-            logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
-            parts["order"] = order_cross_entropy(logits, flags[0] + 2 * flags[1])
-        if "inter" in losses:
+            video_q = F.normalize(encoder_q.heads["video"](hq.mean(0)), dim=-1)
+            video_k = F.normalize(encoder_k.heads["video"](hk[:n].mean(0)), dim=-1)
+            parts["video"] = info_nce(video_q, video_k, video_queue, self.cfg.tau)
+            self.video_queue.enqueue(video_k, gather=self.distributed)
+        last = info["anchor_last"].bool()
+        if "inter" in losses:  # positives: the anchor's second view and the other segments' frames
+            query, anchor_k, others = anchor_and_keys(zq["inter"], zk["inter"], last)
+            inter_keys = torch.cat([anchor_k[None], others])  # (N, B, d)
+            parts["inter"] = seco_inter_loss(query, inter_keys, queue, self.cfg.tau)
             self.queue.enqueue(inter_keys.flatten(0, 1), gather=self.distributed)
-        if "video" in losses:
-            self.video_queue.enqueue(k_video, gather=self.distributed)
-        return sum_parts(parts), parts
+        if "intra" in losses:
+            parts["intra"] = seco_intra_loss(*anchor_and_keys(zq["intra"], zk["intra"], last), self.cfg.tau)
+        if "order" in losses:
+            parts["order"] = self.order_loss(zq["order"], zk["order"][:n], *shuffles)
+        return sum(parts.values()), parts
+
+    def order_loss(self, q_tuple: torch.Tensor, k_tuple: torch.Tensor, orders: torch.Tensor,
+                   flags: torch.Tensor) -> torch.Tensor:
+        """VCLR's 4-way order task on the tuples' order features ``(N, B, d)``, each tuple in its
+        drawn order (:func:`draw_tuple_shuffles`); the label says which of the two were shuffled
+        (``q + 2 k``)."""
+        q_shuffled = shuffle_tuples(q_tuple.transpose(0, 1), orders[0])
+        k_shuffled = shuffle_tuples(k_tuple.detach().transpose(0, 1), orders[1])
+        logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
+        return F.cross_entropy(logits.float(), flags[0] + 2 * flags[1])

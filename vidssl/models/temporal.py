@@ -11,7 +11,7 @@ from torch import nn
 
 from vidssl.models.heads import mlp
 from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
-from vidssl.modules.device import host_to_device, step_constant
+from vidssl.modules.device import host_to_device
 
 TEMPORAL_AUGS = ("reverse", "shuffle")
 
@@ -53,7 +53,6 @@ def pointwise(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.movedim(1, -1), conv.weight.flatten(1)).movedim(-1, 1)
 
 
-@step_constant
 def tap_windows(kernel: int, padding: int, size: int, device: torch.device) -> torch.Tensor:
     """``(kernel, size)`` 0/1: which input positions tap ``d`` of a stride-1 convolution with zero
     ``padding`` reads over all its output positions (input ``o + d - padding`` for output ``o``)."""

@@ -14,8 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from vidssl.modules.device import host_to_device, step_constant
-
 
 def batch_norm_per_group(bn: _BatchNorm, x: torch.Tensor, groups: int) -> torch.Tensor:
     """``torch.cat([bn(chunk) for chunk in x.chunk(groups)])`` in one BatchNorm kernel.
@@ -47,14 +45,6 @@ def batch_norm_per_group(bn: _BatchNorm, x: torch.Tensor, groups: int) -> torch.
     return out.unflatten(1, (groups, channels)).transpose(0, 1).flatten(0, 1)
 
 
-@step_constant
-def _update_weights(momentum: float, groups: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``m (1 - m)^(G - 1 - g)``, the weight of group ``g``'s statistics after ``G`` updates, as a
-    ``(G, 1)`` tensor on ``device``."""
-    weights = torch.tensor([momentum * (1 - momentum) ** (groups - 1 - g) for g in range(groups)], dtype=dtype)
-    return host_to_device(weights, device)[:, None]
-
-
 @torch.no_grad()
 def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch.Tensor) -> None:
     """``bn``'s running statistics after one update per group ``(G, C)``, in group order."""
@@ -67,7 +57,8 @@ def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch
             bn.running_var.lerp_(var, factor)
         return
     m = bn.momentum
-    weights = _update_weights(m, groups, means.dtype, means.device)
+    # m (1 - m)^(G - 1 - g): the weight of group g's statistics after G updates, (G, 1)
+    weights = (m * (1 - m) ** torch.arange(groups - 1, -1, -1, dtype=means.dtype, device=means.device))[:, None]
     bn.running_mean.mul_((1 - m) ** groups).add_((weights * means).sum(0))
     bn.running_var.mul_((1 - m) ** groups).add_((weights * variances).sum(0))
     bn.num_batches_tracked.add_(groups)

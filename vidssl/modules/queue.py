@@ -28,9 +28,9 @@ class KeyQueue(nn.Module):
 
     @torch.compiler.disable
     def snapshot(self) -> torch.Tensor:
-        """A copy of the keys for this step's loss. The queue is updated in place before the
-        backward pass, so the loss must not hold the buffer itself; the copy is made outside any
-        compiled graph, which could otherwise save the buffer and redo the copy in backward."""
+        """A copy of the keys for this step's loss: the queue is updated in place before the
+        backward pass, which needs the keys the loss saw (as MoCo's ``queue.clone().detach()``).
+        Made outside compiled graphs, which could otherwise keep the buffer itself for backward."""
         return self.keys.detach().clone()
 
     def filled_mask(self) -> torch.Tensor:
@@ -39,27 +39,13 @@ class KeyQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, gather: bool = True) -> None:
-        """Writes ``keys`` (with every rank's, when ``gather``) at the pointer. On CPU the pointer is
-        read on the host, where that is free, and the keys copied by slices; on a device, and inside
-        a compiled graph, the slots are indexed there (reading the pointer would wait for the device)."""
+        """Writes ``keys`` (with every rank's, when ``gather``) at the pointer. The slots are
+        indexed on the keys' device: the pointer is never read on the host."""
         keys = all_gather_nograd(keys.detach(), gather).to(self.keys.dtype)
         n = keys.shape[0]
         if n > self.size:
             keys, n = keys[-self.size:], self.size
-        if self.keys.is_cpu and not torch.compiler.is_compiling():
-            self._write_at_host_pointer(keys)
-            return
         idx = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
         self.keys[idx] = keys
         self.ptr.add_(n).remainder_(self.size)
         self.filled.add_(n).clamp_(max=self.size)
-
-    def _write_at_host_pointer(self, keys: torch.Tensor) -> None:
-        """One slice copy (two where the ring wraps) instead of an index built from the pointer."""
-        n, ptr = keys.shape[0], int(self.ptr)
-        first = min(n, self.size - ptr)
-        self.keys[ptr:ptr + first] = keys[:first]
-        if first < n:  # the ring wraps: the rest from slot 0
-            self.keys[:n - first] = keys[first:]
-        self.ptr.fill_((ptr + n) % self.size)
-        self.filled.fill_(min(int(self.filled) + n, self.size))
