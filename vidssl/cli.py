@@ -221,7 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidssl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_parsers(sub)
+    _add_training_parsers(sub)
+    from vidssl.eval.cli import add_eval_parsers
 
+    add_eval_parsers(sub)
+    p = sub.add_parser("report", help="comparison table and plots from evaluation / pretraining folders")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--out", default=None, help="default: <first dir>/report")
+    p.set_defaults(func=cmd_report)
+    _add_bench_parsers(sub)
+    p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
+    p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")
+    p.add_argument("--epochs", type=int, default=30, help="pretraining epochs (laptop settings)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: synthesise, check, benchmark decoding")
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("synth", help="write the built-in synthetic videos as mp4 in the UCF101 layout")
@@ -241,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=20, help="number of videos to time")
     p.set_defaults(func=cmd_data_bench)
 
+
+def _add_training_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining (torchrun for several processes)")
     p.add_argument("--method", default=None, help="seco, moco, vclr, corp_f, corp_m, simclr, mlfo (default: the "
                    "config's, else seco); without --config, the method's laptop config")
@@ -258,14 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="OUT.safetensors or OUT.pt")
     p.set_defaults(func=cmd_export)
 
-    from vidssl.eval.cli import add_eval_parsers
 
-    add_eval_parsers(sub)
-    p = sub.add_parser("report", help="comparison table and plots from evaluation / pretraining folders")
-    p.add_argument("dirs", nargs="+")
-    p.add_argument("--out", default=None, help="default: <first dir>/report")
-    p.set_defaults(func=cmd_report)
-
+def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="the papers' tables at laptop scale; throughput")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     p = bsub.add_parser("tables", help="ablation tables on the built-in data (pretrain + evaluate, resumable)")
@@ -306,12 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="as bench tables (default 10)")
     p.add_argument("--skip-speed", action="store_true", help="the tables only")
     p.set_defaults(func=cmd_bench_all)
-
-    p = sub.add_parser("demo", help="the main job on the built-in synthetic dataset")
-    p.add_argument("--out", default=None, help="folder for the generated videos (default: a temp dir)")
-    p.add_argument("--epochs", type=int, default=30, help="pretraining epochs (laptop settings)")
-    p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

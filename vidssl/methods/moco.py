@@ -13,22 +13,15 @@ from vidssl.data.samplers import RandomClipsSampler
 from vidssl.losses import info_nce
 from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import MultiHeadEncoder, check_head_hidden
-from vidssl.modules.momentum import MomentumEncoders
+from vidssl.models.heads import MultiHeadEncoder
+from vidssl.modules.momentum import MomentumConfig, MomentumEncoders
 from vidssl.modules.queue import KeyQueue
 
 
 @dataclass
-class MoCoConfig:
+class MoCoConfig(MomentumConfig):
     tau: float = 0.2
     queue_size: int = 96  # MoCo-v2: 65536; keep it below one epoch of keys (1 per video)
-    momentum: float = 0.99  # MoCo-v2: 0.999
-    head_hidden: int | None = None  # None: the backbone's feature size, MoCo-v2's ratio (2048 on R50's 2048)
-    head_dim: int = 128
-    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
-
-    def validate(self) -> None:
-        check_head_hidden("moco", self.head_hidden)
 
 
 class MoCoV2(Method):

@@ -17,31 +17,26 @@ from vidssl.data.samplers import SeCoTripletSampler
 from vidssl.losses import seco_inter_loss, seco_intra_loss
 from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import MultiHeadEncoder, check_head_hidden
-from vidssl.modules.momentum import MomentumEncoders
+from vidssl.models.heads import MultiHeadEncoder
+from vidssl.modules.momentum import MomentumConfig, MomentumEncoders
 from vidssl.modules.queue import KeyQueue
 
 SECO_LOSSES = ("inter", "intra", "order")
 
 
 @dataclass
-class SeCoConfig:
+class SeCoConfig(MomentumConfig):
     """``losses`` selects the paper's ablation rows: ``[inter]``, ``[inter, intra]``,
-    ``[inter, intra, order]`` (the full method)."""
+    ``[inter, intra, order]`` (the full method). ``queue_size``: paper 131072 (Kinetics); 3 keys
+    per video."""
 
     losses: list[str] = field(default_factory=lambda: ["inter", "intra", "order"])
-    tau: float = 0.1
-    queue_size: int = 256  # paper: 131072 (Kinetics); keep it below one epoch of keys (3 per video)
-    momentum: float = 0.99  # paper: 0.999
-    head_hidden: int | None = None  # None: the backbone's feature size, the paper's ratio (2048 on R50's 2048)
-    head_dim: int = 128
-    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
 
     def validate(self) -> None:
         bad = [x for x in self.losses if x not in SECO_LOSSES]
         if bad or "inter" not in self.losses:
             raise ValueError(f"seco.losses must include 'inter' and be drawn from {SECO_LOSSES}, got {self.losses}")
-        check_head_hidden("seco", self.head_hidden)
+        super().validate()
 
 
 class SeCo(Method):

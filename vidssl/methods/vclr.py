@@ -30,30 +30,24 @@ from vidssl.data.samplers import VCLRSampler
 from vidssl.losses import info_nce, seco_inter_loss, seco_intra_loss
 from vidssl.methods.base import DataSpec, Method
 from vidssl.models.backbones import Backbone
-from vidssl.models.heads import MultiHeadEncoder, check_head_hidden
+from vidssl.models.heads import MultiHeadEncoder
 from vidssl.modules.device import host_to_device
-from vidssl.modules.momentum import MomentumEncoders
+from vidssl.modules.momentum import MomentumConfig, MomentumEncoders
 from vidssl.modules.queue import KeyQueue
 
 VCLR_LOSSES = ("video", "inter", "intra", "order")
 
 
 @dataclass
-class VCLRConfig:
+class VCLRConfig(MomentumConfig):
     """``losses`` selects the rows of the paper's Table 6; ``num_segments`` its Table 7 (N = 1..5;
-    the order loss needs N >= 3)."""
+    the order loss needs N >= 3). ``queue_size``: frame keys for inter (paper: 131072)."""
 
     losses: list[str] = field(default_factory=lambda: ["video", "inter", "intra", "order"])
     num_segments: int = 3
     clip_len: int = 1  # > 1: one clip per segment (3D backbones)
     dilation: int = 1
-    tau: float = 0.1
-    queue_size: int = 256  # frame keys for inter; paper: 131072 (Kinetics)
     video_queue_size: int = 128  # key-tuple embeddings; paper: 65536
-    momentum: float = 0.99  # paper: 0.999
-    head_hidden: int | None = None  # None: the backbone's feature size, the paper's ratio (2048 on R50's 2048)
-    head_dim: int = 128
-    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
 
     def validate(self) -> None:
         bad = [x for x in self.losses if x not in VCLR_LOSSES]
@@ -66,7 +60,7 @@ class VCLRConfig:
                              "permutation is the identity or the reversal)")
         if ("inter" in self.losses or "intra" in self.losses) and self.num_segments < 2:
             raise ValueError("vclr.losses: 'inter'/'intra' need num_segments >= 2 (frames of other segments)")
-        check_head_hidden("vclr", self.head_hidden)
+        super().validate()
 
 
 def shuffling_permutations(n: int) -> torch.Tensor:

@@ -23,12 +23,6 @@ def mlp(dims: list[int] | tuple[int, ...], batch_norm: bool = False, last_bn: bo
     return nn.Sequential(*layers)
 
 
-def check_head_hidden(section: str, hidden: int | None) -> None:
-    """A projection head's hidden width: ``None`` (the backbone's feature size) or positive."""
-    if hidden is not None and hidden < 1:
-        raise ValueError(f"{section}.head_hidden must be positive or null (the backbone's feature size), got {hidden}")
-
-
 class MultiHeadEncoder(nn.Module):
     """A backbone and named projection heads ``mlp([in, hidden, out])`` on its pooled features (SeCo's
     and VCLR's one head per loss, MoCo-v2's one). The online and momentum encoders share this shape."""

@@ -8,11 +8,33 @@ copied from the online network after construction.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vidssl.modules.shuffle_bn import shuffle_bn_forward, shuffle_permutation
+
+
+@dataclass
+class MomentumConfig:
+    """The settings MoCo-v2, SeCo and VCLR share (their config sections inherit them)."""
+
+    tau: float = 0.1
+    queue_size: int = 256  # keep it below one epoch of keys (the run warns otherwise)
+    momentum: float = 0.99  # the papers: 0.999
+    head_hidden: int | None = None  # None: the backbone's feature size, the papers' ratio (2048 on R50's 2048)
+    head_dim: int = 128
+    shuffle_bn_splits: int = 2  # single-process emulation of per-GPU BN; ignored under DDP
+
+    def validate(self) -> None:
+        if self.head_hidden is not None and self.head_hidden < 1:
+            raise ValueError(f"{self.section}.head_hidden must be positive or null (the backbone's feature "
+                             f"size), got {self.head_hidden}")
+
+    @property
+    def section(self) -> str:
+        return type(self).__name__.removesuffix("Config").lower()
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:
