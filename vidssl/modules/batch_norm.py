@@ -64,6 +64,8 @@ def _advance_running_stats(bn: _BatchNorm, means: torch.Tensor, variances: torch
     bn.num_batches_tracked.add_(groups)
 
 
+# Measured: MLFO's operations per step 3,543 -> 2,079 with its heads grouped; on an H100, R3D-18 at
+# 112 px, batch 16, its overhead 3.25x -> 1.71-1.84x (docs/benchmarks.md).
 def forward_per_group(head: nn.Sequential, x: torch.Tensor, groups: int) -> torch.Tensor:
     """``head`` on ``groups`` equal batches stacked along dim 0, as
     ``torch.cat([head(chunk) for chunk in x.chunk(groups)])``: its BatchNorm layers normalise each
