@@ -65,7 +65,7 @@ def train_order(steps: int = 300) -> tuple[float, SeCo]:
         opt.zero_grad()
         parts["order"].backward()
         opt.step()
-        last.append(float(parts["order"]))
+        last.append(float(parts["order"].detach()))
     return sum(last[-30:]) / 30, method
 
 

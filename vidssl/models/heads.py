@@ -34,4 +34,4 @@ class MultiHeadEncoder(nn.Module):
 
     def project(self, h: torch.Tensor, names: list[str] | tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         """The heads ``names`` (default: all) on backbone features ``(..., D)``, each L2-normalised."""
-        return {name: F.normalize(self.heads[name](h), dim=-1) for name in (names or self.heads)}
+        return {name: F.normalize(self.heads[name](h), dim=-1) for name in (self.heads if names is None else names)}
