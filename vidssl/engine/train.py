@@ -310,7 +310,7 @@ class StateSnapshot:
     that a skipped step can be undone."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.tensors = [t for t in module.buffers()] + [p for p in module.parameters() if not p.requires_grad]
+        self.tensors = list(module.buffers()) + [p for p in module.parameters() if not p.requires_grad]
         self.copies = [t.detach().clone() for t in self.tensors]
 
     @torch.no_grad()
