@@ -25,8 +25,9 @@ def test_bench_tables_runs_resumes_and_reports_mean_and_std(tmp_path, monkeypatc
     assert (tmp_path / "docs" / "tiny.md").is_file() and (tmp_path / "docs" / "tiny.png").stat().st_size > 1000
     run = tmp_path / "runs" / "runs" / TABLES["tiny"].rows[1].run_key(budget.extra) / "seed1"
     result = json.loads((run / "result.json").read_text())
-    assert set(result["metrics"]) == set(tables.METRICS) and result["pretrain_seconds"] > 0
-    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert set(tables.METRICS) <= set(result["metrics"]) and result["pretrain_seconds"] > 0
+    assert all(v is None or 0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert {"motion_knn", "appearance_knn", "direction", "direction_unflipped"} <= set(result["metrics"])
     assert (run / "pretrain" / "checkpoint.pt").is_file()
 
     def no_training(*args, **kwargs):
@@ -377,3 +378,38 @@ def test_rows_sharing_runs_have_the_same_seeds():
             seeds_of_run.setdefault(row.run_key([]), set()).add(row.seeds)
     assert all(len(counts) == 1 for counts in seeds_of_run.values()), seeds_of_run
     assert {row.seeds for row in TABLES["seco"].rows} == {tables.FRAME_SEEDS}  # seconds a run: the most seeds
+
+
+def test_direction_given_pair_counts_only_videos_put_in_their_own_pair():
+    from vidssl.eval.metrics import direction_given_pair
+
+    cm = [[5, 3, 2, 0],   # class 0: 5 right, 3 taken for its twin (1), 2 outside the pair
+          [1, 7, 0, 4],
+          [0, 0, 0, 0],
+          [0, 0, 6, 6]]
+    assert direction_given_pair(cm, [(0, 1)]) == (5 + 7) / (5 + 7 + 3 + 1)
+    assert direction_given_pair(cm, [(0, 1), (2, 3)]) == (5 + 7 + 0 + 6) / (5 + 7 + 6 + 3 + 1 + 6)
+    assert direction_given_pair([[0, 0], [0, 0]], [(0, 1)]) is None
+
+
+@pytest.mark.slow
+def test_bench_curves_trains_reuses_runs_and_reports(tmp_path, monkeypatch):
+    import vidssl.bench.curves as curves
+    from vidssl.eval.encoders import load_encoder
+
+    monkeypatch.setattr(curves, "ROWS", (Row("SeCo", "seco"), Row("supervised (tiny2d)", "supervised:tiny2d")))
+    kw = dict(num_workers=0, extra=["data.synthetic_videos=40", "train.batch_size=8"], eval_videos=100)
+    text = curves.run_curves([1], [0], tmp_path / "runs", tmp_path / "docs", **kw)
+    assert "| SeCo |" in text and "| supervised (tiny2d) |" in text and "20 steps" in text
+    assert "—" not in text.split("**CPU minutes")[0]  # every metric of every row
+    assert (tmp_path / "docs" / "curves.png").stat().st_size > 1000
+    export = next((tmp_path / "runs" / "epochs1").rglob("supervised.safetensors"))
+    trained, random = load_encoder(str(export)), load_encoder("random:tiny2d:0")
+    assert not all(torch.equal(a, b) for a, b in zip(trained.backbone.state_dict().values(),
+                                                      random.backbone.state_dict().values(), strict=True))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(tables, "_pretrain", no_training)
+    assert curves.run_curves([1], [0], tmp_path / "runs", None, **kw) == text

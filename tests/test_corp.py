@@ -105,7 +105,14 @@ def test_corp_f_loss_is_the_4b_minus_2_way_cross_entropy(relation):
             cls = others.index(pos) * 2 + (0 if anchor_first else 1)
             total -= float(logp[cls]) / b
     assert math.isclose(float(loss.detach()), total, rel_tol=1e-4)
-    assert set(parts) == {"contrast", "order"}
+    assert set(parts) == {"contrast", "order", "order_acc"}
+    with torch.no_grad():  # the order head's accuracy: (earlier, later) must say 0, (later, earlier) 1
+        right = 0
+        for v in range(b):
+            first, second = (v, v + b) if starts[v, 0] <= starts[v, 1] else (v + b, v)
+            right += int(m.order_logits(z[first][None], z[second][None]).argmax()) == 0
+            right += int(m.order_logits(z[second][None], z[first][None]).argmax()) == 1
+    assert math.isclose(float(parts["order_acc"]), right / (2 * b))
 
 
 def test_corp_m_and_simclr_train_steps():
@@ -114,7 +121,7 @@ def test_corp_m_and_simclr_train_steps():
     views = [torch.randn(4, 3, 4, 16, 16) for _ in range(3)]
     loss, parts = m(views, {"starts": torch.tensor([[0, 30, 60], [50, 10, 80], [5, 40, 70], [90, 0, 45]])})
     loss.backward()
-    assert set(parts) == {"contrast", "order"} and torch.isfinite(loss)
+    assert set(parts) == {"contrast", "order", "order_acc"} and torch.isfinite(loss)
     assert m.relation.G.weight.grad.abs().sum() > 0 and m.relation.P.weight.grad.abs().sum() > 0
     s = SimCLR(SimCLRConfig(**SMALL), Backbone("tiny3d"))
     loss, parts = s([torch.randn(4, 3, 4, 16, 16) for _ in range(2)], {"starts": torch.zeros(4, 2)})

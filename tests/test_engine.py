@@ -385,3 +385,30 @@ def test_compiled_training_matches_eager_and_resumes(tmp_path, monkeypatch, caps
     assert sorted(losses(tmp_path / "eager")) == list(range(1, 7))
     assert len(marks) == 2  # steps 5 and 6
     assert ", compiled (reduce-overhead), resumed at step 4" in capsys.readouterr().err
+
+
+def test_clip_grad_norm_bounds_the_first_update(tmp_path):
+    """SGD's first step moves the parameters by lr x gradient (momentum buffer = gradient, weight
+    decay off): clipped to norm c, the update's norm is at most lr x c."""
+    import csv
+
+    from vidssl.engine.checkpoint import load_checkpoint
+    from vidssl.engine.config import load_config
+    from vidssl.engine.train import train
+
+    def run(name: str, *extra: str) -> dict:
+        out = train(load_config("seco_laptop", ["data.synthetic_videos=40", "data.synthetic_clips_per_group=2",
+                                                "data.num_workers=0", "train.max_steps=1", "train.log_every=1",
+                                                "optim.weight_decay=0", f"train.out={tmp_path / name}", *extra]))
+        lr = float(next(csv.DictReader(open(out / "metrics.csv")))["lr"])
+        return load_checkpoint(out / "checkpoint.pt")["model"], lr
+
+    start, _ = run("frozen", "optim.lr=0")
+    clipped, lr = run("clipped", "optim.clip_grad_norm=0.001")
+    free, _ = run("free")
+    trained = [k for k in start if k.startswith("encoders.encoder_q.") and start[k].is_floating_point()
+               and "running" not in k]
+    def update_norm(state: dict) -> float:
+        return float(torch.stack([(state[k] - start[k]).norm() for k in trained]).norm())
+    assert 0 < update_norm(clipped) <= 1.001 * lr * 0.001
+    assert update_norm(free) > 10 * lr * 0.001

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from vidssl.data.sources import load_source
-from vidssl.data.synthetic import MOTIONS, SyntheticVideos, ease_out
+from vidssl.data.synthetic import MOTIONS, SyntheticVideos, fall
 
 
 def test_deterministic_by_seed():
@@ -18,20 +18,69 @@ def test_deterministic_by_seed():
     assert torch.equal(a.render(3, [5]), a.render(3, range(8))[5:6])  # frames are independent
 
 
-def test_motion_pairs_follow_each_others_path_backwards(synth):
-    p = synth._video_params(0)
+def test_reversible_twins_are_each_other_played_backwards():
+    videos = SyntheticVideos(num_videos=20, size=32, frames=24, seed=3, dynamics="reversible")
+    p = videos._video_params(0)
     for forward in range(0, len(MOTIONS), 2):
         for u in np.linspace(0, 1, 7):
-            # the twin's state at u is the original's state at the time it has as much progress left
-            u_twin = 1 - math.sqrt(1 - (1 - ease_out(u)))
-            np.testing.assert_allclose(synth._actor_state(forward + 1, u, p),
-                                       synth._actor_state(forward, u_twin, p), atol=1e-9)
+            np.testing.assert_allclose(videos._actor_state(forward + 1, u, p),
+                                       videos._actor_state(forward, 1 - u, p), atol=1e-9)
 
 
-def test_motion_has_an_arrow_of_time(synth):
-    p = synth._video_params(0)  # MoveLeft: decelerates; the same video backwards would accelerate
-    xs = [synth._actor_state(0, u, p)[0] for u in (0.0, 0.5, 1.0)]
-    assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])
+def test_arrow_twins_both_decelerate(synth):
+    p = synth._video_params(0)
+    for motion in (0, 1):  # MoveLeft and its twin MoveRight: the same video backwards would accelerate
+        xs = [synth._actor_state(motion, u, p)[0] for u in (0.0, 0.5, 1.0)]
+        assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])
+        assert (xs[1] - xs[0]) * (xs[2] - xs[1]) > 0
+    assert synth._actor_state(0, 0.0, p)[0] > synth._actor_state(1, 0.0, p)[0]  # left vs right
+
+
+def test_ink_only_accumulates(synth):
+    """Every pixel's stain moves monotonically away from the background as time goes on."""
+    for i in range(len(MOTIONS)):
+        p = synth._video_params(i)
+        yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+        previous = np.zeros((32, 32))
+        for u in np.linspace(0, 1, 9):
+            img = np.full((32, 32, 3), 128.0)
+            synth._ink(img, synth.motion_of(i), u, p, xx, yy)
+            stain = np.abs(img - 128.0).sum(-1)
+            assert (stain >= previous - 1e-9).all(), (i, u)
+            previous = stain
+        assert previous.max() > 30, i  # the ink is visible by the end
+
+
+def test_dropped_objects_fall_bounce_and_rest():
+    size, radius = 64, 4.0
+    path = fall(np.array([30.0, 8.0]), 12.0, radius, size)
+    floor = size - radius
+    assert (path[:, 1] <= floor + 1e-9).all() and (path[:, 0] >= radius).all()
+    assert np.allclose(path[-40:, 1], floor)  # at rest on the floor well before the end
+    landed = int(np.argmax(path[:, 1] >= floor - 1e-9))
+    assert 0.2 < landed / 256 < 0.6  # a drop from near the top lands in the first half
+    dy = np.diff(path[:landed, 1])
+    assert (np.diff(dy) > 0).all()  # accelerates while falling
+    y = path[landed:, 1]
+    apexes = [floor - y[k] for k in range(1, len(y) - 1) if y[k] < y[k - 1] and y[k] <= y[k + 1]]
+    assert len(apexes) >= 2 and apexes[0] > 2  # it bounces, lower each time
+    assert all(a > b for a, b in zip(apexes, apexes[1:], strict=False))
+
+
+def test_arrow_labels_play_every_other_group_backwards():
+    motion = SyntheticVideos(num_videos=80, size=16, frames=10, seed=2, clips_per_group=2)
+    arrow = SyntheticVideos(**{**motion.__dict__, "labels": "arrow"})
+    source = arrow.source("all")
+    assert source.class_names == ["Forward", "Backward"]
+    for cls in range(len(MOTIONS)):
+        labels = [r.label for r in source.records[cls::len(MOTIONS)]]
+        assert labels.count(0) == labels.count(1)  # balanced within every motion class
+    for i in range(20):
+        forward = motion.render(i, range(10))
+        if arrow.is_backward(i):
+            assert torch.equal(arrow.render(i, range(10)), forward.flip(0))
+        else:
+            assert torch.equal(arrow.render(i, range(10)), forward)
 
 
 def test_the_actor_moves(synth):
@@ -57,6 +106,9 @@ def test_write_ucf101_roundtrip(ucf_dir):
     assert not {r.group for r in train.records} & {r.group for r in test.records}
     app = load_source(ucf_dir / "appearance_trainlist01.txt", layout="path_list")
     assert len(app) == len(train) and {r.label for r in app.records} <= set(range(5))
+    arrow = load_source(ucf_dir / "arrow_trainlist01.txt", layout="path_list")
+    assert not arrow.problems and len(arrow) == len(train)
+    assert (ucf_dir / "arrow_classInd.txt").read_text() == "1 Forward\n2 Backward\n"
 
 
 def test_frame_cache_returns_the_rendered_frames(monkeypatch):

@@ -82,3 +82,28 @@ def test_augment_of_a_grey_clip_with_colour_jitter_and_blur_stays_grey():
     for seed in range(5):
         out = aug(clip, gen(seed))
         assert out.min() >= 0.0 and out.max() <= 1.0 and torch.equal(out, out[:, :1].expand_as(out))
+
+
+def test_shared_crop_gives_a_samples_views_one_box_and_flip(frames):
+    """Views of one frame under a shared crop (no colour operations) are identical; drawn
+    independently, their boxes differ."""
+    one = frames[:1]
+    kw = dict(size=16, scale=(0.2, 1.0), p_jitter=0.0, p_gray=0.0, p_blur=0.0, p_flip=0.5)
+    for seed in range(5):
+        shared = ClipAugment(**kw, shared_crop=True).views([one] * 4, torch.Generator().manual_seed(seed))
+        assert all(torch.equal(v, shared[0]) for v in shared)
+    own = ClipAugment(**kw).views([one] * 4, torch.Generator().manual_seed(0))
+    assert not all(torch.equal(v, own[0]) for v in own)
+
+
+def test_flip_is_off_by_default_where_labels_name_a_direction():
+    from vidssl.data.transforms import flip_default
+    from vidssl.engine.config import load_config
+    from vidssl.engine.train import build_dataset
+
+    assert flip_default("ssv2") == 0.0 and flip_default("synthetic") == 0.0 and flip_default("ucf101") == 0.5
+    cfg = load_config("seco_laptop", ["data.synthetic_videos=20"])
+    assert build_dataset(cfg).transform.p_flip == 0.0  # the built-in motion classes
+    cfg = load_config("seco_laptop", ["data.synthetic_videos=20", "augment.p_flip=0.5", "augment.shared_crop=true"])
+    aug = build_dataset(cfg).transform
+    assert aug.p_flip == 0.5 and aug.shared_crop

@@ -145,7 +145,8 @@ def test_2d_and_3d_variants(arch, clip_len, shape):
     m = VCLR(cfg, Backbone(arch))
     views = [torch.randn(4, *shape) for _ in range(7)]
     loss, parts = m(views, {"anchor_last": torch.tensor([0, 1, 0, 1])}, torch.Generator().manual_seed(0))
-    assert set(parts) == {"video", "inter", "intra", "order"} and torch.isfinite(loss)
+    assert set(parts) == {"video", "inter", "intra", "order", "order_acc"} and torch.isfinite(loss)
+    assert 0 <= float(parts["order_acc"]) <= 1
     loss.backward()
     assert m.order_classifier.weight.grad is not None and m.backbone.net.conv1.weight.grad.abs().sum() > 0
     assert int(m.queue.ptr) == 4 * 3 and int(m.video_queue.ptr) == 4

@@ -40,7 +40,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from vidssl.data.synthetic import SyntheticVideos
 
     videos = SyntheticVideos(num_videos=args.videos, size=args.size, frames=args.frames, seed=args.seed,
-                             clips_per_group=args.clips_per_group)
+                             clips_per_group=args.clips_per_group, dynamics=args.dynamics)
     root = videos.write_ucf101(args.out)
     test = sum(videos.is_test(i) for i in range(videos.num_videos))
     print(f"wrote {videos.num_videos} videos ({videos.num_videos - test} train, {test} test) "
@@ -175,6 +175,19 @@ def cmd_bench_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_curves(args: argparse.Namespace) -> int:
+    from vidssl.bench.curves import run_curves
+
+    try:
+        epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise VidsslError(f"--epochs/--seeds: comma-separated integers, got {args.epochs!r} / {args.seeds!r}") from exc
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    print("\n" + run_curves(epochs, seeds, args.out, args.docs or None, rows, args.workers))
+    return 0
+
+
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from vidssl.bench.speed import SpeedSettings, render_speed, run_speed, write_speed
     from vidssl.engine.config import COMPILE_MODES, check_choice
@@ -248,6 +261,8 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips-per-group", type=int, default=8)
+    p.add_argument("--dynamics", default="arrow", choices=("arrow", "reversible"),
+                   help="arrow: irreversible, as real video (default); reversible: the control (docs/data.md)")
     p.set_defaults(func=cmd_data_synth)
     p = dsub.add_parser("check", help="list every unreadable, empty, too short or mislabeled entry")
     _add_source_args(p)
@@ -294,6 +309,15 @@ def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs", default="docs/results", help="where the markdown tables and plots go ('' for none)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every row (e.g. train.batch_size=32)")
     p.set_defaults(func=cmd_bench_tables)
+
+    p = bsub.add_parser("curves", help="accuracy against pretraining budget: every method, random init, supervised")
+    p.add_argument("--epochs", default="10,50,150", help="comma-separated budgets in epochs (20 steps each)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--rows", default="", help="comma-separated row labels or slugs (default: all)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="runs/curves", help="runs and results (one JSON per run)")
+    p.add_argument("--docs", default="docs/results", help="where curves.md and curves.png go ('' for none)")
+    p.set_defaults(func=cmd_bench_curves)
 
     p = bsub.add_parser("speed", help="step time against the bare-backbone bound, loader rates, peak memory")
     p.add_argument("--methods", default="seco,moco,vclr,corp_f,corp_m,simclr,mlfo")

@@ -136,8 +136,10 @@ class VideoDataset(Dataset):
         repeat = self.repeat or (1,) * len(clips)
         if len(repeat) != len(clips):
             raise ValueError(f"repeat has {len(repeat)} entries for {len(clips)} sampled views")
-        sample["views"] = [self._layout(self.transform(clip, g))
-                           for clip, copies in zip(clips, repeat, strict=True) for _ in range(copies)]
+        clips = [clip for clip, copies in zip(clips, repeat, strict=True) for _ in range(copies)]
+        views = getattr(self.transform, "views", None)  # ClipAugment: the sample's views together
+        augmented = views(clips, g) if views else [self.transform(clip, g) for clip in clips]
+        sample["views"] = [self._layout(x) for x in augmented]
         return sample
 
     def _read(self, key: int | tuple[int, int]) -> tuple[dict[str, Any], list[torch.Tensor], torch.Generator]:

@@ -1,22 +1,35 @@
 """Built-in synthetic videos with real temporal structure, deterministic by seed.
 
-Each video shows a textured background that pans, one or two distractor objects drifting, and one
-*actor* object that performs an action. Two label sets come with every video:
+Each video shows a textured background that pans, one or two distractor objects, and one *actor*
+object that performs an action. Three label sets come with every video:
 
-- **motion** (10 classes) built from time-reversal pairs: MoveLeft/MoveRight, MoveUp/MoveDown,
+- **motion** (10 classes) built from reversal pairs: MoveLeft/MoveRight, MoveUp/MoveDown,
   Approach/Recede, RotateCW/RotateCCW, Appear/Vanish. The second class of each pair follows the
   first's path backwards, so the frames of two twins look alike and only temporal order separates
-  them: the role Something-Something plays in the papers. Every motion (the actor's and the
-  distractors') decelerates, as with friction (progress ``1 - (1 - u)^2``): a video played
-  backwards accelerates instead, so the arrow of time is visible, as in real video, and a twin is
-  not just the other's frames reversed.
+  them: the role Something-Something plays in the papers.
 - **appearance** (5 classes): the actor's shape (Circle, Square, Triangle, Cross, Ring).
+- **arrow** (2 classes): Forward, or Backward (the video played in reverse); half of each motion
+  class's videos, alternating by recording group, are played backwards. The other label sets'
+  videos all play forwards.
+
+**Dynamics.** Real video has an arrow of time, and an order objective can only learn where the
+data has one. ``dynamics="arrow"`` (the default) makes every video irreversible, as real scenes are:
+
+- the actor's motion decelerates, as with friction (progress ``1 - (1 - u)^2``);
+- the actor leaves **ink** where it has been (each of ``INK_STEPS`` moments deposits a faint stamp
+  of its silhouette): ink only accumulates, so a single frame shows how far into the video it is
+  and, for a moving actor, which way it came;
+- the distractors **fall** under gravity, bounce with damping and come to rest on the floor.
+
+A twin is then not the other's frames reversed: played backwards, the ink would vanish, motion
+would accelerate and objects would leap off the floor. ``dynamics="reversible"`` is the control:
+constant speeds, no ink, distractors drifting in straight lines, so a MoveRight video is a
+MoveLeft video played backwards and a video and its reversal are equally likely (docs/data.md).
 
 Videos come in recording *groups* as UCF101 does: the (default 8) clips of one group share the
 scene (background texture and colours, actor colours and texture), so groups must not be split
 across train and test. Group-mates differ in the actor's shape and the layout, which is what makes
-them useful negatives for instance discrimination: with 3 clips per group SeCo's laptop run barely
-beat random init; with 8 it learns the actor (measured in docs/evaluation.md).
+them useful negatives for instance discrimination.
 Frames are a pure function of ``(seed, video, frame index)``: a reader renders only the frames it is
 asked for. ``write_ucf101`` writes real mp4 files in the UCF101 layout with split files.
 """
@@ -40,14 +53,48 @@ MOTIONS = (
     "Recede", "RotateCW", "RotateCCW", "Appear", "Vanish",
 )
 # MOTIONS[2k + 1] is MOTIONS[2k] played backwards.
+MOTION_PAIRS = [(2 * k, 2 * k + 1) for k in range(len(MOTIONS) // 2)]
+FLIP_INVARIANT_PAIRS = [(2, 3), (4, 5)]  # MoveUp/MoveDown, Approach/Recede: a mirror image keeps the class
 SHAPES = ("Circle", "Square", "Triangle", "Cross", "Ring")
-LABEL_SETS = ("motion", "appearance")
+ARROWS = ("Forward", "Backward")
+LABEL_SETS = ("motion", "appearance", "arrow")
+DYNAMICS = ("arrow", "reversible")
+INK_STEPS = 24  # moments at which the actor deposits ink (evenly spaced over the video)
+INK_ALPHA = 0.15  # opacity of one deposit; deposits compound
+INK_SPREAD = 0.6  # a deposit's growth over the whole video, in actor sizes
+GRAVITY = 12.0  # frame heights per (video duration)^2: a drop from the top lands at u ~ 0.4
+DROP_SCALE = 1.6  # dropped objects are this much larger than drifting ones, so their fall is visible
+RESTITUTION = 0.4  # the share of its speed a falling object keeps at a bounce
 SCHEME = "synth://"
 
 
 def ease_out(u: float) -> float:
     """Decelerating progress from 0 to 1 (constant deceleration, as friction)."""
     return 1.0 - (1.0 - u) ** 2
+
+
+def fall(start: np.ndarray, vx: float, radius: float, size: int, steps: int = 256) -> np.ndarray:
+    """Centres ``(steps + 1, 2)`` at times ``0, 1/steps, ..., 1`` of an object dropped at ``start``
+    with horizontal speed ``vx`` (pixels per video): it falls under ``GRAVITY``, bounces off the
+    floor and the walls keeping ``RESTITUTION`` of its speed, and comes to rest on the floor."""
+    g, dt = GRAVITY * size, 1.0 / steps
+    floor, left, right = size - radius, radius, size - radius
+    x, y = float(start[0]), float(start[1])
+    vy, resting = 0.0, False
+    out = np.empty((steps + 1, 2))
+    out[0] = x, y
+    for n in range(1, steps + 1):
+        if not resting:
+            vy += g * dt
+            y += vy * dt
+            if y >= floor:  # bounce; too slow to rise a pixel again: rest
+                y, vy, vx = floor, -RESTITUTION * vy, RESTITUTION * vx
+                resting = vy * vy < 2 * g
+        x += vx * dt
+        if not left <= x <= right:
+            x, vx = min(max(x, left), right), -vx
+        out[n] = x, y
+    return out
 
 
 OBJECT_EXTENT = 1.15  # every _shape_mask lies in this radius (the square's corners: 0.8 * sqrt(2))
@@ -79,6 +126,22 @@ def _texture(kind: int, freq: float, x: np.ndarray, y: np.ndarray) -> np.ndarray
     if kind == 1:
         return (np.sin(freq * x) > 0) ^ (np.sin(freq * y) > 0)
     return None
+
+
+def _placement(obj, cx: float, cy: float, scale: float, angle: float, xx: np.ndarray,
+               yy: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """The object's bounding box in the frame (``None`` if off-frame) and the local coordinates of
+    its pixels: every shape lies within ``OBJECT_EXTENT`` radii of its centre, whatever its rotation."""
+    r = obj.radius * scale
+    reach = OBJECT_EXTENT * r
+    top, bottom = max(math.floor(cy - reach), 0), min(math.ceil(cy + reach) + 1, xx.shape[0])
+    left, right = max(math.floor(cx - reach), 0), min(math.ceil(cx + reach) + 1, xx.shape[1])
+    if top >= bottom or left >= right:
+        return None
+    box = (slice(top, bottom), slice(left, right))
+    dx, dy = (xx[box] - cx) / r, (yy[box] - cy) / r
+    c, s = math.cos(angle), math.sin(angle)
+    return box, c * dx + s * dy, -s * dx + c * dy
 
 
 @dataclass(frozen=True)
@@ -129,10 +192,13 @@ class SyntheticVideos:
     clips_per_group: int = 8
     test_fraction: float = 0.25
     fps: float = 25.0
+    dynamics: str = "arrow"
 
     def __post_init__(self) -> None:
         if self.labels not in LABEL_SETS:
             raise ValueError(f"labels must be one of {LABEL_SETS}, got {self.labels!r}")
+        if self.dynamics not in DYNAMICS:
+            raise ValueError(f"dynamics must be one of {DYNAMICS}, got {self.dynamics!r}")
         if self.num_videos < 1 or self.size < 8 or self.frames < 1:
             raise ValueError("need num_videos >= 1, size >= 8 and frames >= 1")
 
@@ -160,10 +226,16 @@ class SyntheticVideos:
         n_test = max(1, round(self.test_fraction * groups)) if groups > 1 and self.test_fraction > 0 else 0
         return self.group_of(i) > groups - n_test
 
+    def is_backward(self, i: int) -> bool:
+        """Whether video ``i`` plays in reverse: only in the arrow label set, every other group."""
+        return self.labels == "arrow" and self.group_of(i) % 2 == 0
+
     def class_names(self) -> list[str]:
-        return list(MOTIONS if self.labels == "motion" else SHAPES)
+        return list({"motion": MOTIONS, "appearance": SHAPES, "arrow": ARROWS}[self.labels])
 
     def label_of(self, i: int) -> int:
+        if self.labels == "arrow":
+            return int(self.is_backward(i))
         return self.motion_of(i) if self.labels == "motion" else self.shape_of(i)
 
     def name_of(self, i: int) -> str:
@@ -199,6 +271,7 @@ class SyntheticVideos:
             "bg_freqs": g.uniform(0.15, 0.5, 2),
             "bg_angles": g.uniform(0, math.pi, 2),
             "actor_colors": (actor, 0.6 * actor),
+            "ink": 0.35 * actor,
             "actor_texture": int(g.integers(2)),  # striped or checked: rotation must be visible
             "actor_freq": float(g.uniform(3, 6)),
         }
@@ -213,12 +286,16 @@ class SyntheticVideos:
         )
         distractors = []
         for _ in range(int(g.integers(1, 3))):
-            distractors.append((
-                _Object(SHAPES[int(g.integers(len(SHAPES)))], (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
-                        int(g.integers(3)), float(g.uniform(3, 8)), float(g.uniform(0.05, 0.08) * s)),
-                g.uniform(0.1, 0.9, 2) * s,  # start position
-                g.uniform(-0.3, 0.3, 2) * s,  # displacement over the video
-            ))
+            radius = float(g.uniform(0.05, 0.08) * s * (DROP_SCALE if self.dynamics == "arrow" else 1.0))
+            obj = _Object(SHAPES[int(g.integers(len(SHAPES)))], (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
+                          int(g.integers(3)), float(g.uniform(3, 8)), radius)
+            if self.dynamics == "arrow":  # dropped from the upper half: falls, bounces, rests
+                start = np.array([g.uniform(0.1, 0.9), g.uniform(0.1, 0.45)]) * s
+                path = fall(start, float(g.uniform(-0.4, 0.4) * s), obj.radius, s)
+            else:  # a straight drift at constant speed
+                start, disp = g.uniform(0.1, 0.9, 2) * s, g.uniform(-0.3, 0.3, 2) * s
+                path = start + disp * np.linspace(0, 1, 257)[:, None]
+            distractors.append((obj, path))
         return {
             "scene": scene,
             "actor": actor,
@@ -230,9 +307,12 @@ class SyntheticVideos:
         }
 
     def _actor_state(self, motion: int, u: float, p: dict) -> tuple[float, float, float, float, float]:
-        """(cx, cy, scale, angle, alpha) of the actor at normalised time u in [0, 1]."""
+        """(cx, cy, scale, angle, alpha) of the actor at normalised time u in [0, 1]. With arrow
+        dynamics both twins decelerate; reversible ones move at constant speed, and a twin is the
+        other played backwards."""
         pair, backwards = divmod(motion, 2)
-        v = 1.0 - ease_out(u) if backwards else ease_out(u)
+        progress = ease_out(u) if self.dynamics == "arrow" else u
+        v = 1.0 - progress if backwards else progress
         cx, cy = p["actor_pos"]
         d = p["travel"]
         scale, angle, alpha = 1.0, p["angle0"], 1.0
@@ -251,21 +331,15 @@ class SyntheticVideos:
     @staticmethod
     def _paint(img: np.ndarray, obj: _Object, cx: float, cy: float, scale: float, angle: float,
                alpha: float, xx: np.ndarray, yy: np.ndarray) -> None:
-        """Alpha-blend ``obj`` into ``img`` (in place), on the pixels of its bounding box only: every
-        shape lies within ``OBJECT_EXTENT`` radii of its centre, whatever its rotation."""
-        r = obj.radius * scale
-        reach = OBJECT_EXTENT * r
-        top, bottom = max(math.floor(cy - reach), 0), min(math.ceil(cy + reach) + 1, img.shape[0])
-        left, right = max(math.floor(cx - reach), 0), min(math.ceil(cx + reach) + 1, img.shape[1])
-        if top >= bottom or left >= right:
+        """Alpha-blend ``obj`` into ``img`` (in place), on the pixels of its bounding box only."""
+        placed = _placement(obj, cx, cy, scale, angle, xx, yy)
+        if placed is None or alpha <= 0:
             return
-        img, xx, yy = img[top:bottom, left:right], xx[top:bottom, left:right], yy[top:bottom, left:right]
-        dx, dy = (xx - cx) / r, (yy - cy) / r
-        c, s = math.cos(angle), math.sin(angle)
-        lx, ly = c * dx + s * dy, -s * dx + c * dy
+        box, lx, ly = placed
         mask = _shape_mask(obj.shape, lx, ly)
-        if alpha <= 0 or not mask.any():
+        if not mask.any():
             return
+        img = img[box]
         # selections where the blend's weights are 0 or 1, which give the blend's values exactly
         tex = _texture(obj.texture, obj.freq, lx, ly)
         color = obj.colors[0] if tex is None else np.where(tex[..., None], obj.colors[0], obj.colors[1])
@@ -275,34 +349,55 @@ class SyntheticVideos:
             a = np.float32(alpha) * mask[..., None]
             img[:] = img * (1 - a) + color * a
 
+    def _ink(self, img: np.ndarray, motion: int, u: float, p: dict, xx: np.ndarray, yy: np.ndarray) -> None:
+        """Stain ``img`` where the actor has been: a stamp of its silhouette, weighted by its
+        opacity, at each of the moments ``k / INK_STEPS <= u``; stamps compound, so ink only grows."""
+        actor = p["actor"]
+        dose = np.zeros(img.shape[:2], np.float32)
+        for k in range(math.floor(u * INK_STEPS + 1e-9) + 1):
+            cx, cy, scale, angle, alpha = self._actor_state(motion, k / INK_STEPS, p)
+            spread = 1.0 + INK_SPREAD * (u - k / INK_STEPS)  # a stain widens as it soaks in
+            placed = _placement(actor, cx, cy, scale * spread, angle, xx, yy)
+            if placed is not None and alpha > 0:
+                box, lx, ly = placed
+                dose[box] += alpha * _shape_mask(actor.shape, lx, ly)
+        a = (1 - (1 - INK_ALPHA) ** dose)[..., None]
+        img[:] = img * (1 - a) + p["scene"]["ink"] * a
+
+    def _frame(self, i: int, u: float, p: dict, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        """The frame of video ``i`` at normalised time ``u``, (size, size, 3) uint8."""
+        scene = p["scene"]
+        bx, by = xx + p["bg_velocity"][0] * u, yy + p["bg_velocity"][1] * u
+        w = np.zeros_like(xx)
+        for f, a in zip(scene["bg_freqs"], scene["bg_angles"], strict=True):
+            w += np.sin(f * (math.cos(a) * bx + math.sin(a) * by))
+        w = (0.5 + 0.25 * w / 2)[..., None]  # a soft background: the actor must stand out
+        img = w * scene["bg_colors"][0] + (1 - w) * scene["bg_colors"][1]
+        if self.dynamics == "arrow":
+            self._ink(img, self.motion_of(i), u, p, xx, yy)
+        for obj, path in p["distractors"]:
+            self._paint(img, obj, *path[round(u * (len(path) - 1))], 1.0, 0.0, 1.0, xx, yy)
+        self._paint(img, p["actor"], *self._actor_state(self.motion_of(i), u, p), xx, yy)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
     def render(self, i: int, indices: Sequence[int]) -> torch.Tensor:
         """Frames ``indices`` of video ``i`` as ``(N, 3, size, size)`` uint8."""
         if not 0 <= i < self.num_videos:
             raise IndexError(f"synthetic video {i} outside [0, {self.num_videos})")
-        s = self.size
+        s, last = self.size, self.frames - 1
         out = np.empty((len(indices), s, s, 3), dtype=np.uint8)
-        video_key = (self.seed, s, self.frames, self.clips_per_group, i)  # what a frame depends on
+        video_key = (self.seed, s, self.frames, self.clips_per_group, self.dynamics, i)  # what a frame depends on
         p = None
         for n, t in enumerate(indices):
+            t = last - t if self.is_backward(i) else t  # a backward video shows the forward frames
             cached = FRAME_CACHE.get((*video_key, t))
             if cached is not None:
                 out[n] = cached
                 continue
             if p is None:
                 p = self._video_params(i)
-                scene = p["scene"]
                 yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
-            u = t / max(self.frames - 1, 1)
-            bx, by = xx + p["bg_velocity"][0] * u, yy + p["bg_velocity"][1] * u
-            w = np.zeros_like(xx)
-            for f, a in zip(scene["bg_freqs"], scene["bg_angles"], strict=True):
-                w += np.sin(f * (math.cos(a) * bx + math.sin(a) * by))
-            w = (0.5 + 0.25 * w / 2)[..., None]  # a soft background: the actor must stand out
-            img = w * scene["bg_colors"][0] + (1 - w) * scene["bg_colors"][1]
-            for obj, start, disp in p["distractors"]:
-                self._paint(img, obj, *(start + disp * ease_out(u)), 1.0, 0.0, 1.0, xx, yy)
-            self._paint(img, p["actor"], *self._actor_state(self.motion_of(i), u, p), xx, yy)
-            out[n] = np.clip(img, 0, 255).astype(np.uint8)
+            out[n] = self._frame(i, t / max(last, 1), p, xx, yy)
             FRAME_CACHE.put((*video_key, t), out[n].copy())
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
@@ -314,14 +409,17 @@ class SyntheticVideos:
     def write_ucf101(self, out: str | os.PathLike[str], codec: str = "libx264") -> Path:
         """Write every video as an mp4 in the UCF101 layout: ``<Class>/v_<Class>_gNN_cMM.mp4``,
         ``classInd.txt``, ``trainlist01.txt`` / ``testlist01.txt`` (motion labels; whole groups in
-        test), plus ``appearance_classInd.txt`` and ``appearance_{train,test}list01.txt`` (generic
-        ``path label`` lists with the shape labels) and ``synth.json`` (the generator settings)."""
+        test), and generic ``path label`` lists with their class files for the other label sets:
+        ``appearance_{train,test}list01.txt`` and ``arrow_{train,test}list01.txt`` (whose Backward
+        videos are written reversed under ``Backward/``), plus ``synth.json`` (the settings)."""
         from vidssl.data.encode import write_video
 
         root = Path(out)
         root.mkdir(parents=True, exist_ok=True)
         motion = SyntheticVideos(**{**self.__dict__, "labels": "motion"})
-        lists: dict[str, list[str]] = {"train": [], "test": [], "app_train": [], "app_test": []}
+        arrow = SyntheticVideos(**{**self.__dict__, "labels": "arrow"})
+        lists: dict[str, list[str]] = {k: [] for k in ("train", "test", "appearance_train", "appearance_test",
+                                                      "arrow_train", "arrow_test")}
         for i in range(self.num_videos):
             cls = MOTIONS[self.motion_of(i)]
             rel = f"{cls}/{self.name_of(i)}.mp4"
@@ -329,13 +427,17 @@ class SyntheticVideos:
             write_video(root / rel, motion.render(i, range(self.frames)), fps=self.fps, codec=codec)
             subset = "test" if self.is_test(i) else "train"
             lists[subset].append(rel if subset == "test" else f"{rel} {self.motion_of(i) + 1}")
-            lists[f"app_{subset}"].append(f"{rel} {self.shape_of(i)}")
+            lists[f"appearance_{subset}"].append(f"{rel} {self.shape_of(i)}")
+            if arrow.is_backward(i):
+                rel = f"Backward/{self.name_of(i)}.mp4"
+                (root / "Backward").mkdir(exist_ok=True)
+                write_video(root / rel, arrow.render(i, range(self.frames)), fps=self.fps, codec=codec)
+            lists[f"arrow_{subset}"].append(f"{rel} {arrow.label_of(i)}")
         (root / "classInd.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(MOTIONS)))
-        (root / "appearance_classInd.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(SHAPES)))
-        for name, key in (("trainlist01.txt", "train"), ("testlist01.txt", "test"),
-                          ("appearance_trainlist01.txt", "app_train"),
-                          ("appearance_testlist01.txt", "app_test")):
-            (root / name).write_text("".join(line + "\n" for line in lists[key]))
+        for name, classes in (("appearance", SHAPES), ("arrow", ARROWS)):
+            (root / f"{name}_classInd.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(classes)))
+        for key, lines in lists.items():
+            (root / f"{key}list01.txt").write_text("".join(line + "\n" for line in lines))
         settings = {k: v for k, v in self.__dict__.items() if k != "labels"}
         (root / "synth.json").write_text(json.dumps(settings, indent=2) + "\n")
         return root

@@ -4,18 +4,29 @@ torchvision's ``transforms.v2.functional`` operations.
 Inputs are clips ``(T, C, H, W)`` uint8 (a frame is a clip with ``T = 1``); outputs are normalised
 float ``(T, C, H, W)``. One view draws one set of random parameters from the ``torch.Generator``
 it is given (:meth:`ClipAugment.draw`) and applies it to every frame of the clip
-(:meth:`ClipAugment.apply`); separate views draw independently. ``per_frame_jitter=True`` draws
-the colour jitter per frame instead (MLFO's code does this). Given the same generator state the
+(:meth:`ClipAugment.apply`); separate views draw independently, as the official SeCo and VCLR
+code crops each frame on its own (``shared_crop=True`` gives a sample's views one crop box and
+flip, as TSN's group crop). ``per_frame_jitter=True`` draws the colour jitter per frame instead
+(MLFO's code does this). Given the same generator state the
 output is identical: augmentation is deterministic under a seed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.v2.functional as F
+
+DIRECTION_LAYOUTS = ("ssv2", "synthetic")  # their labels name a direction: MoveLeft/MoveRight, "left to right"
+
+
+def flip_default(layout: str) -> float:
+    """Horizontal-flip probability by default: 0 where a mirror image changes the label
+    (Something-Something, the built-in motion classes), 0.5 elsewhere (the MoCo-v2 recipe)."""
+    return 0.0 if layout in DIRECTION_LAYOUTS else 0.5
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,6 +131,7 @@ class ClipAugment:
     p_blur: float = 0.5
     p_flip: float = 0.5
     per_frame_jitter: bool = False
+    shared_crop: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -130,6 +142,14 @@ class ClipAugment:
 
     def __call__(self, clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return self.apply(clip, self.draw(clip, g))
+
+    def views(self, clips: list[torch.Tensor], g: torch.Generator) -> list[torch.Tensor]:
+        """One sample's views, each with its own draws; with ``shared_crop``, every view takes the
+        first one's crop box and flip (TSN's group crop; colour stays per view)."""
+        draws = [self.draw(clip, g) for clip in clips]
+        if self.shared_crop:
+            draws = [replace(d, box=draws[0].box, flip=draws[0].flip) for d in draws]
+        return [self.apply(clip, d) for clip, d in zip(clips, draws, strict=True)]
 
     def draw(self, clip: torch.Tensor, g: torch.Generator) -> ViewDraw:
         """The random parameters of one view of ``clip`` (``(T, 3, H, W)`` uint8), from ``g``."""

@@ -38,6 +38,7 @@ class DataConfig:
     synthetic_seed: int = 0
     synthetic_labels: str = "motion"
     synthetic_clips_per_group: int = 8
+    synthetic_dynamics: str = "arrow"  # "arrow" (irreversible, the default) or "reversible" (docs/data.md)
 
 
 @dataclass
@@ -52,6 +53,8 @@ class AugmentConfig:
     p_jitter: float = 0.3
     p_gray: float = 0.0
     p_blur: float = 0.5
+    p_flip: float | None = None  # None: the dataset's default (flip_default: 0 where labels name a direction)
+    shared_crop: bool = False  # one crop box and flip for all of a sample's views (official SeCo/VCLR: per view)
     per_frame_jitter: bool = False
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -72,6 +75,7 @@ class OptimConfig:
     warmup_epochs: float = 2.0
     schedule: str = "cosine"  # cosine | step
     milestones: list[float] = field(default_factory=lambda: [0.7])  # step schedule, fractions
+    clip_grad_norm: float = 0.0  # > 0: scale the gradients down to this global norm before each step
     gamma: float = 0.1
 
 
@@ -104,6 +108,9 @@ class TrainConfig:
     # torch.compile the step: false, true (torch's default mode) or a mode of COMPILE_MODES (static
     # shapes; the first steps compile)
     compile: bool | str = False
+    monitor_every: int = 0  # steps between kNN top-1 checks on a labelled held-out split (0: off)
+    monitor_videos: int = 200  # gallery and query videos of each check
+    loggers: list[str] = field(default_factory=list)  # extra backends: wandb, mlflow (extras of the same name)
 
 
 @dataclass

@@ -16,14 +16,23 @@ from vidssl.models.backbones import Backbone
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> tuple[Path, Path]:
     """Write ``out`` (``.safetensors`` or ``.pt``, weights only) and ``out`` with ``.json``."""
-    out = Path(out)
-    if out.suffix not in (".safetensors", ".pt"):
-        raise VidsslError(f"{out}: the export must end in .safetensors or .pt")
     state = load_checkpoint(checkpoint)
     cfg = config_from_yaml_text(state["config"])
     method = METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), False)
     method.load_state_dict(state["model"], strict=True)
-    backbone: Backbone = method.backbone
+    sampler = METHODS[cfg.method].data_spec(cfg.method_config()).sampler
+    return write_export(method.backbone, out, mean=list(cfg.augment.mean), std=list(cfg.augment.std),
+                        input_size=cfg.augment.size, frames=getattr(sampler, "clip_len", 1),
+                        stride=getattr(sampler, "dilation", 1), method=cfg.method, step=int(state["step"]),
+                        source_checkpoint=str(Path(checkpoint).resolve()))
+
+
+def write_export(backbone: Backbone, out: str | Path, **meta) -> tuple[Path, Path]:
+    """``backbone``'s weights as ``out`` and its metadata (``meta``: mean, std, input_size, frames,
+    stride, method, ...) with how to load it as ``out`` with ``.json``."""
+    out = Path(out)
+    if out.suffix not in (".safetensors", ".pt"):
+        raise VidsslError(f"{out}: the export must end in .safetensors or .pt")
     weights = {k: v.detach().contiguous().clone() for k, v in backbone.net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
@@ -32,8 +41,6 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> tuple[Path, Path
         save_file(weights, str(out))
     else:
         torch.save(weights, out)
-    spec = METHODS[cfg.method].data_spec(cfg.method_config())
-    sampler = spec.sampler
     head = "classifier" if backbone.arch == "s3d" else "fc"
     meta = {
         "format": "vidssl-backbone/1",
@@ -45,14 +52,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> tuple[Path, Path
         else "vidssl.models.backbones.Backbone(arch).net.load_state_dict(weights, strict=True)",
         "input_layout": "B,C,H,W" if backbone.kind == "2d" else "B,C,T,H,W",
         "feature_dim": backbone.feature_dim,
-        "mean": list(cfg.augment.mean),
-        "std": list(cfg.augment.std),
-        "input_size": cfg.augment.size,
-        "frames": getattr(sampler, "clip_len", 1),
-        "stride": getattr(sampler, "dilation", 1),
-        "method": cfg.method,
-        "step": int(state["step"]),
-        "source_checkpoint": str(Path(checkpoint).resolve()),
+        **meta,
     }
     meta_path = out.with_suffix(".json")
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -1,15 +1,76 @@
-"""Rank-0 logging: a progress line, JSONL and CSV scalars, TensorBoard (when installed)."""
+"""Rank-0 logging: a progress line, JSONL and CSV scalars, TensorBoard (when installed), and the
+optional Weights & Biases / MLflow backends of ``train.loggers``."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from vidssl.errors import ConfigError
+
+BACKENDS = ("wandb", "mlflow")
 
 
-def _fmt_eta(seconds: float) -> str:
+class WandbBackend:
+    """A W&B run named after the run folder; a resumed run continues it (its id is the folder's hash).
+    Project: ``$WANDB_PROJECT`` (default ``vidssl``); offline with ``WANDB_MODE=offline``."""
+
+    def __init__(self, out: Path, config: dict[str, Any]) -> None:
+        import os
+
+        import wandb
+
+        run_id = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "vidssl"), name=out.name, id=run_id,
+                              resume="allow", dir=str(out), config=config)
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.run.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MlflowBackend:
+    """An MLflow run named after the run folder, the config as its parameters (tracking URI and
+    experiment: MLflow's own environment variables)."""
+
+    def __init__(self, out: Path, config: dict[str, Any]) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.start_run(run_name=out.name)
+        flat = {f"{section}.{k}": v for section, values in config.items() if isinstance(values, dict)
+                for k, v in values.items()}
+        mlflow.log_params({k: str(v)[:250] for k, v in flat.items()})
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(scalars, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+def open_backends(names: list[str], out: Path, config: dict[str, Any]) -> list:
+    """The backends ``train.loggers`` names; a missing package is a config error naming its extra."""
+    bad = [n for n in names if n not in BACKENDS]
+    if bad:
+        raise ConfigError(f"train.loggers: unknown {bad}; choose from {list(BACKENDS)}")
+    backends = []
+    for name in names:
+        try:
+            backends.append({"wandb": WandbBackend, "mlflow": MlflowBackend}[name](out, config))
+        except ImportError as exc:
+            raise ConfigError(f"train.loggers: {name} is not installed (pip install 'vidssl[{name}]'): {exc}") from exc
+    return backends
+
+
+def format_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -18,8 +79,10 @@ class RunLogger:
     """Writes ``metrics.jsonl`` and ``metrics.csv`` in the run folder, TensorBoard events in
     ``tb/``, and a progress line on stderr (redrawn in place on a terminal)."""
 
-    def __init__(self, out: Path, total_steps: int, enabled: bool = True, start_step: int = 0) -> None:
+    def __init__(self, out: Path, total_steps: int, enabled: bool = True, start_step: int = 0,
+                 backends: list | None = None) -> None:
         self.enabled = enabled
+        self.backends = backends or []
         self.total = total_steps
         self.start_step = start_step
         self.t0 = time.perf_counter()
@@ -59,12 +122,34 @@ class RunLogger:
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(f"train/{k}", v, step)
+        for backend in self.backends:
+            backend.log({f"train/{k}": v for k, v in scalars.items()}, step)
         eta = (self.total - step) / rate if rate > 0 else 0.0
         parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items() if k not in ("lr",))
         line = (f"ep {epoch} step {step}/{self.total} {parts} lr {scalars.get('lr', 0):.3g} "
-                f"{rate:.2f} it/s ETA {_fmt_eta(eta)}")
+                f"{rate:.2f} it/s ETA {format_eta(eta)}")
         print(("\r" + line.ljust(120)) if self.tty else line, end="" if self.tty else "\n",
               file=sys.stderr, flush=True)
+
+    def log_monitor(self, step: int, epoch: int, scalars: dict[str, float]) -> None:
+        """The online monitor's figures: ``monitor.csv``, TensorBoard ``monitor/``, a line."""
+        if not self.enabled:
+            return
+        row = {"step": step, "epoch": epoch, **{k: round(v, 4) for k, v in scalars.items()},
+               "time_s": round(time.perf_counter() - self.t0, 2)}
+        path = self.csv_path.with_name("monitor.csv")
+        new_file = not path.exists()
+        with open(path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"monitor/{k}", v, step)
+        for backend in self.backends:
+            backend.log({f"monitor/{k}": v for k, v in scalars.items()}, step)
+        self.message(f"monitor at step {step}: " + " ".join(f"{k} {v:.1f}" for k, v in scalars.items()))
 
     def message(self, text: str) -> None:
         if self.enabled:
@@ -78,3 +163,5 @@ class RunLogger:
         self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+        for backend in self.backends:
+            backend.close()

@@ -25,12 +25,13 @@ from vidssl.data.dataset import FileOpener, VideoDataset, collate_samples, seed_
 from vidssl.data.records import VideoSource
 from vidssl.data.sources import load_source
 from vidssl.data.synthetic import SyntheticVideos
-from vidssl.data.transforms import ClipAugment
+from vidssl.data.transforms import ClipAugment, flip_default
 from vidssl.engine.checkpoint import load_checkpoint, save_atomic
 from vidssl.engine.compile import begin_step, compile_mode, compile_step
 from vidssl.engine.config import Config, config_from_yaml_text
 from vidssl.engine.distributed import DistContext, setup, teardown
-from vidssl.engine.logger import RunLogger
+from vidssl.engine.logger import RunLogger, open_backends
+from vidssl.engine.monitor import KNNMonitor, build_monitor
 from vidssl.engine.optim import build_optimizer, lr_at
 from vidssl.engine.threads import intra_op_threads
 from vidssl.errors import ConfigError, VidsslError
@@ -50,7 +51,8 @@ def build_source(cfg: Config) -> tuple[VideoSource, Any]:
     d = cfg.data
     if d.source == "synthetic":
         videos = SyntheticVideos(d.synthetic_videos, d.synthetic_size, d.synthetic_frames,
-                                 d.synthetic_seed, d.synthetic_labels, d.synthetic_clips_per_group)
+                                 d.synthetic_seed, d.synthetic_labels, d.synthetic_clips_per_group,
+                                 dynamics=d.synthetic_dynamics)
         return videos.source(d.subset if d.subset in ("train", "test") else "all"), videos.open
     source = load_source(d.source, d.layout, d.split, d.subset, d.root or None)
     return source, FileOpener(d.backend)
@@ -64,9 +66,10 @@ def build_dataset(cfg: Config) -> VideoDataset:
     source, opener = build_source(cfg)
     spec = METHODS[cfg.method].data_spec(cfg.method_config())
     a = cfg.augment
+    p_flip = flip_default(source.layout) if a.p_flip is None else a.p_flip
     transform = ClipAugment(size=a.size, scale=tuple(a.scale), jitter=tuple(a.jitter), p_jitter=a.p_jitter,
-                            p_gray=a.p_gray, p_blur=a.p_blur, per_frame_jitter=a.per_frame_jitter,
-                            mean=tuple(a.mean), std=tuple(a.std))
+                            p_gray=a.p_gray, p_blur=a.p_blur, p_flip=p_flip, shared_crop=a.shared_crop,
+                            per_frame_jitter=a.per_frame_jitter, mean=tuple(a.mean), std=tuple(a.std))
     return VideoDataset(source, spec.sampler, transform, opener, repeat=spec.repeat, layout=spec.layout,
                         seed=cfg.train.seed, strict=cfg.data.strict, short_videos=cfg.data.short_videos)
 
@@ -188,6 +191,7 @@ class Run:
     last_step: int
     out: Path
     logger: RunLogger
+    monitor: KNNMonitor | None = None
     skipped_videos: int = 0
     skipped_steps: int = 0
     # nan_policy=stop reads a step's loss on the host one step late, once the next step is queued:
@@ -204,6 +208,8 @@ class Run:
             loss, parts, lr, applied = self.optimisation_step(batches)
             self.step += 1
             self.log_and_checkpoint(epoch, loss, parts, lr, log=applied)
+            if self.monitor and (self.step % self.cfg.train.monitor_every == 0 or self.step == self.last_step):
+                self.logger.log_monitor(self.step, epoch, self.monitor(self.method.backbone))
         del batches  # stops the loader's workers
         self.logger.close()
         if self.ctx.is_main:
@@ -244,6 +250,8 @@ class Run:
         if before is None:
             self.check_unchecked()  # the previous step's loss
             self.unchecked = (self.step, loss_sum, totals)
+        if cfg.optim.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.optim.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, totals, lr, True
@@ -342,7 +350,8 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None) -> Run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
     last_step = min(plan.total_steps, cfg.train.max_steps) if cfg.train.max_steps else plan.total_steps
-    logger = RunLogger(out, last_step, ctx.is_main, start_step=step)
+    backends = open_backends(cfg.train.loggers, out, cfg.to_dict()) if ctx.is_main else []
+    logger = RunLogger(out, last_step, ctx.is_main, start_step=step, backends=backends)
     if ctx.is_main:
         logger.message(f"{cfg.method}: {len(dataset)} videos, {cfg.arch()}, global batch "
                        f"{cfg.train.batch_size} ({ctx.world_size} rank(s) x {plan.micro_batch} x "
@@ -351,7 +360,9 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None) -> Run:
                        f"run folder {out}" + (f", compiled ({mode})" if mode else "")
                        + (f", resumed at step {step}" if step else ""))
         _warn_queue_size(cfg, len(dataset), logger)
-    return Run(cfg, ctx, plan, dataset, method, model, optimizer, step, last_step, out, logger)
+    clip_len = getattr(cfg.method_config(), "clip_len", 8)
+    monitor = build_monitor(cfg, clip_len, method.backbone.kind) if ctx.is_main else None
+    return Run(cfg, ctx, plan, dataset, method, model, optimizer, step, last_step, out, logger, monitor)
 
 
 def load_training_state(state: dict[str, Any], method: Method, optimizer: torch.optim.Optimizer,

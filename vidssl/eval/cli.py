@@ -27,12 +27,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", default="auto")
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--backend", default="auto")
-    p.add_argument("--labels", default="motion", choices=("motion", "appearance"), help="synthetic label set")
+    p.add_argument("--labels", default="motion", choices=("motion", "appearance", "arrow"), help="synthetic label set")
     p.add_argument("--synthetic-videos", type=int, default=400)
     p.add_argument("--synthetic-frames", type=int, default=64)
     p.add_argument("--synthetic-size", type=int, default=64)
     p.add_argument("--synthetic-seed", type=int, default=0)
     p.add_argument("--synthetic-clips-per-group", type=int, default=8)
+    p.add_argument("--synthetic-dynamics", default="arrow", choices=("arrow", "reversible"))
     p.add_argument("--out", default="runs/eval", help="results folder (JSON + results.md)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=threads_arg, default=0,
@@ -73,7 +74,7 @@ def add_protocol(p: argparse.ArgumentParser) -> None:
 def eval_data(args: argparse.Namespace) -> EvalData:
     return EvalData(args.data, args.test_data, args.layout, args.split, args.backend, args.labels,
                     args.synthetic_videos, args.synthetic_size, args.synthetic_frames, args.synthetic_seed,
-                    args.synthetic_clips_per_group)
+                    args.synthetic_clips_per_group, args.synthetic_dynamics)
 
 
 def device_of(args: argparse.Namespace) -> str:
@@ -177,7 +178,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         enc = load_encoder(spec)
         name = "supervised (scratch)" if enc.name.startswith("random") else f"{enc.name} fine-tuned"
         recipe = FinetuneRecipe(args.segments, 1 if enc.backbone.kind == "2d" else max(enc.clip_len, 4),
-                                args.epochs, args.batch_size, args.lr, test_views=args.test_views)
+                                args.epochs, args.batch_size, args.lr, test_views=args.test_views,
+                                flip={"auto": None, "on": 0.5, "off": 0.0}[args.flip])
         m = finetune(enc, data, recipe, args.workers, device_of(args))
         base = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data)}
         write_result(args.out, "finetune", name, {**base, "metrics": m, "recipe_text": recipe.describe()},
@@ -230,6 +232,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--test-views", type=int, default=10)
+    p.add_argument("--flip", default="auto", choices=("auto", "on", "off"),
+                   help="horizontal flip; auto: off where labels name a direction (SSv2, built-in motion)")
     p.set_defaults(func=with_threads(cmd_finetune))
     p = esub.add_parser("order", help="arrow-of-time and clip-order probes (no labels needed)")
     add_common(p)

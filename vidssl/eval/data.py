@@ -22,16 +22,18 @@ class EvalData:
     layout: str = "auto"
     split: int = 1
     backend: str = "auto"
-    labels: str = "motion"  # synthetic label set: motion | appearance
+    labels: str = "motion"  # synthetic label set: motion | appearance | arrow
     synthetic_videos: int = 400
     synthetic_size: int = 64
     synthetic_frames: int = 64
     synthetic_seed: int = 0
     synthetic_clips_per_group: int = 8
+    synthetic_dynamics: str = "arrow"
 
     def synthetic(self) -> SyntheticVideos:
         return SyntheticVideos(self.synthetic_videos, self.synthetic_size, self.synthetic_frames,
-                               self.synthetic_seed, self.labels, self.synthetic_clips_per_group)
+                               self.synthetic_seed, self.labels, self.synthetic_clips_per_group,
+                               dynamics=self.synthetic_dynamics)
 
     def load(self, subset: str) -> tuple[VideoSource, Callable[[VideoRecord], VideoReader]]:
         if self.source == "synthetic":
@@ -53,7 +55,7 @@ class EvalData:
     def describe(self) -> str:
         if self.source == "synthetic":
             return (f"synthetic/{self.labels} ({self.synthetic_videos} videos, {self.synthetic_frames} frames, "
-                    f"{self.synthetic_size}px, seed {self.synthetic_seed})")
+                    f"{self.synthetic_size}px, seed {self.synthetic_seed}, {self.synthetic_dynamics} dynamics)")
         return f"{self.source} ({self.layout}, split {self.split})"
 
     def key(self) -> str:

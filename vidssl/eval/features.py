@@ -31,6 +31,7 @@ from vidssl.data.transforms import normalize
 from vidssl.errors import DataError
 from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import Encoder
+from vidssl.eval.progress import Progress
 from vidssl.models.backbones import Backbone
 
 log = logging.getLogger(__name__)
@@ -147,11 +148,13 @@ def extract(encoder: Encoder, data: EvalData, subset: str, protocol: Protocol, c
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     backbone = encoder.backbone.to(device).eval()
     feats, ok_idx = [], []
+    progress = Progress(f"features of {encoder.name}, {subset}", len(ds))
     for batch in loader:
         ok = batch["ok"]
         if ok.any():
             feats.append(embed(backbone, batch["views"][ok].to(device)).float().cpu())
             ok_idx += batch["index"][ok].tolist()
+        progress.update(len(ok))
     if not ok_idx:
         raise DataError(f"{data.describe()}: no readable video in the {subset} split")
     records = source.records

@@ -1,7 +1,9 @@
 """TSN-style full fine-tuning (VCLR/SeCo protocol; Wang et al. 2016).
 
 Recipe: ``segments`` equal segments, one frame (2D) or clip (3D) at a random position in each;
-random resized crop (scale 0.3-1) and horizontal flip; backbone + dropout + linear classifier;
+one random resized crop (scale 0.3-1) and horizontal flip for all of a sample's segments (TSN's
+group crop), the flip off by default where labels name a direction (``flip_default``: SSv2, the
+built-in motion classes); backbone + dropout + linear classifier;
 segment logits averaged (mean consensus); cross-entropy; SGD momentum 0.9, weight decay 5e-4,
 cosine lr over ``epochs``. Test: ``test_views`` uniformly spaced frames/clips, centre crop, logits
 averaged. From random init this is the *supervised from scratch* ceiling.
@@ -19,11 +21,12 @@ from torch.utils.data import DataLoader
 
 from vidssl.data.dataset import VideoDataset, collate_samples
 from vidssl.data.samplers import TSNSampler
-from vidssl.data.transforms import ClipAugment
+from vidssl.data.transforms import ClipAugment, flip_default
 from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import Encoder
 from vidssl.eval.features import EvalClips, Protocol
 from vidssl.eval.metrics import classification_report
+from vidssl.eval.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,11 @@ class FinetuneRecipe:
     dropout: float = 0.5
     test_views: int = 10
     seed: int = 0
+    flip: float | None = None  # flip probability; None: flip_default(the dataset's layout)
 
     def describe(self) -> str:
-        return (f"TSN {self.segments} segments x {self.clip_len} frame(s), mean consensus; SGD lr {self.lr} "
+        flip = "default flip" if self.flip is None else f"flip p {self.flip}"
+        return (f"TSN {self.segments} segments x {self.clip_len} frame(s), mean consensus, {flip}; SGD lr {self.lr} "
                 f"cosine, wd {self.weight_decay}, {self.epochs} epochs, batch {self.batch_size}; "
                 f"test {self.test_views} uniform views averaged")
 
@@ -66,8 +71,9 @@ def finetune(encoder: Encoder, data: EvalData, recipe: FinetuneRecipe, num_worke
     is3d = encoder.backbone.kind == "3d"
     layout = "clip" if is3d else "frame"
     crop = encoder.input_size
-    aug = ClipAugment(size=crop, scale=(0.3, 1.0), p_jitter=0.0, p_gray=0.0, p_blur=0.0,
-                      mean=encoder.mean, std=encoder.std)
+    p_flip = flip_default(train_src.layout) if recipe.flip is None else recipe.flip
+    aug = ClipAugment(size=crop, scale=(0.3, 1.0), p_jitter=0.0, p_gray=0.0, p_blur=0.0, p_flip=p_flip,
+                      shared_crop=True, mean=encoder.mean, std=encoder.std)
     train_ds = VideoDataset(train_src, TSNSampler(recipe.segments, recipe.clip_len), aug, opener,
                             layout=layout, seed=recipe.seed)
     model = TSN(encoder.backbone, encoder.backbone.feature_dim, num_classes, recipe.dropout).to(device)
@@ -76,6 +82,7 @@ def finetune(encoder: Encoder, data: EvalData, recipe: FinetuneRecipe, num_worke
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
     model.train()
+    progress = Progress(f"fine-tuning {encoder.name}", steps, "steps")
     for epoch in range(recipe.epochs):
         train_ds.set_epoch(epoch)
         g = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
@@ -89,6 +96,7 @@ def finetune(encoder: Encoder, data: EvalData, recipe: FinetuneRecipe, num_worke
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            progress.update()
     protocol = Protocol("clips" if is3d else "frames", recipe.test_views, recipe.clip_len, crop=crop)
     test_ds = EvalClips(test_src, test_opener, protocol, encoder.mean, encoder.std)
     model.eval()

@@ -32,6 +32,16 @@ def classification_report(scores: torch.Tensor, labels: torch.Tensor, num_classe
             "per_class": per_class_accuracy(cm), "confusion": cm.tolist()}
 
 
+def direction_given_pair(cm: torch.Tensor | list, pairs: list[tuple[int, int]]) -> float | None:
+    """Of the videos of ``pairs`` (reversal twins ``(a, b)``) classified into their own pair, the
+    share given the right twin: ``cm[a][a] + cm[b][b]`` over that plus ``cm[a][b] + cm[b][a]``
+    (``None`` if none was). Chance is 0.5 whatever the pair accuracy."""
+    cm = torch.as_tensor(cm)
+    right = sum(int(cm[a, a] + cm[b, b]) for a, b in pairs)
+    twin = sum(int(cm[a, b] + cm[b, a]) for a, b in pairs)
+    return right / (right + twin) if right + twin else None
+
+
 def recall_at_k(
     query: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor, gallery_labels: torch.Tensor,
     ks: tuple[int, ...] = (1, 5, 10, 20, 50),

@@ -22,6 +22,7 @@ from vidssl.data.samplers import segment_bounds
 from vidssl.data.transforms import normalize
 from vidssl.errors import DataError
 from vidssl.eval.encoders import Encoder
+from vidssl.eval.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ def probe_features(encoder: Encoder, source: VideoSource, opener, p: OrderProtoc
     """Per video: the arrow-of-time pair and the clip-order pair. Unreadable videos are skipped."""
     encoder.backbone.eval()
     rows: dict[str, list[torch.Tensor]] = {"fwd": [], "rev": [], "a": [], "b": []}
+    progress = Progress(f"order probe features of {encoder.name}", len(source.records))
     for record in source.records:
+        progress.update()
         try:
             reader = opener(record)
             try:

@@ -2,8 +2,9 @@
 
 A method is an ``nn.Module`` built from its config section, a backbone and whether it runs under
 DDP. Per step the engine calls ``method(views, info, generator)`` and gets the loss to minimise
-and its named parts (for logging). A method file is wiring only: losses live in
-``vidssl.losses``, stateful building blocks (momentum encoders, queues, shuffle-BN) in
+and its named parts (for logging): the loss terms, plus ``<head>_acc`` entries, the training
+accuracy of a classification head (an order head's), which are not part of the loss. A method file
+is wiring only: losses live in ``vidssl.losses``, stateful building blocks (momentum encoders, queues, shuffle-BN) in
 ``vidssl.modules``.
 """
 
@@ -20,6 +21,11 @@ from vidssl.data.dataset import Sampler
 from vidssl.models.backbones import Backbone
 
 LAYOUTS = ("frame", "clip")
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of rows whose highest logit is the label (logged, not optimised)."""
+    return (logits.detach().argmax(-1) == labels).float().mean()
 
 
 @dataclass(frozen=True)

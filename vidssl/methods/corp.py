@@ -24,7 +24,7 @@ from torch import nn
 
 from vidssl.data.samplers import MinimalOffsetClipSampler, RandomClipsSampler
 from vidssl.losses.corp import corp_f_order_loss, corp_m_decoupled_loss, corp_m_loss, corp_pair_labels, nt_xent
-from vidssl.methods.base import DataSpec, Method
+from vidssl.methods.base import DataSpec, Method, accuracy
 from vidssl.models.backbones import Backbone, require_3d
 from vidssl.models.heads import mlp
 from vidssl.models.relation import DecouplingAttention, MixedAttention
@@ -126,8 +126,13 @@ class CORPf(_ClipEncoder):
             za, zb = z[:b], z[b:]
             a_first = (info["starts"][:, 0] <= info["starts"][:, 1])[:, None]
             earlier, later = torch.where(a_first, za, zb), torch.where(a_first, zb, za)
-            parts["order"] = corp_f_order_loss(self.order_logits(earlier, later), self.order_logits(later, earlier))
-        return sum(parts.values()), parts
+            forward, backward = self.order_logits(earlier, later), self.order_logits(later, earlier)
+            parts["order"] = corp_f_order_loss(forward, backward)
+        loss = sum(parts.values())
+        if "order" in self.cfg.losses:  # class 0 for (earlier, later), 1 for (later, earlier)
+            labels = (torch.arange(2 * b, device=z.device) >= b).long()
+            parts["order_acc"] = accuracy(torch.cat([forward, backward]), labels)
+        return loss, parts
 
 
 @dataclass
@@ -169,10 +174,17 @@ class CORPm(_ClipEncoder):
             order_logit = self.relation.order_logit(zi, zj).flatten()
             parts = {name: corp_m_decoupled_loss(same, order_logit, labels, (name,)) / pairs
                      for name in self.cfg.losses}
+            says_first = order_logit > 0
         else:
             logits = self.relation(zi, zj).flatten(0, 1)
             parts = {name: corp_m_loss(logits, labels, (name,)) / pairs for name in self.cfg.losses}
-        return sum(parts.values()), parts
+            says_first = logits[:, 1] > logits[:, 2]
+        loss = sum(parts.values())
+        if "order" in self.cfg.losses:  # on the clip pairs of one video: which comes first
+            same_video = labels > 0
+            right = (says_first == (labels == 1)) & same_video
+            parts["order_acc"] = (right.sum() / same_video.sum()).detach().float()
+        return loss, parts
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 
 from vidssl.data.samplers import SeCoTripletSampler
 from vidssl.losses import seco_inter_loss, seco_intra_loss
-from vidssl.methods.base import DataSpec, Method
+from vidssl.methods.base import DataSpec, Method, accuracy
 from vidssl.models.backbones import Backbone
 from vidssl.models.heads import MultiHeadEncoder
 from vidssl.modules.momentum import MomentumConfig, MomentumEncoders
@@ -76,6 +76,10 @@ class SeCo(Method):
         if "order" in q:
             # label 0: the anchor precedes the two other frames (SeCoTripletSampler)
             features = torch.cat([q["order"], k["order"][1], k["order"][2]], dim=1)
-            parts["order"] = F.cross_entropy(self.order_classifier(features).float(), info["order"])
+            logits = self.order_classifier(features).float()
+            parts["order"] = F.cross_entropy(logits, info["order"])
         self.queue.enqueue(k["inter"].flatten(0, 1), gather=self.distributed)
-        return sum(parts.values()), parts
+        loss = sum(parts.values())
+        if "order" in q:
+            parts["order_acc"] = accuracy(logits, info["order"])
+        return loss, parts

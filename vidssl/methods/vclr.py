@@ -28,7 +28,7 @@ from torch import nn
 
 from vidssl.data.samplers import VCLRSampler
 from vidssl.losses import info_nce, seco_inter_loss, seco_intra_loss
-from vidssl.methods.base import DataSpec, Method
+from vidssl.methods.base import DataSpec, Method, accuracy
 from vidssl.models.backbones import Backbone
 from vidssl.models.heads import MultiHeadEncoder
 from vidssl.modules.device import host_to_device
@@ -173,15 +173,19 @@ class VCLR(Method):
         if "intra" in losses:
             parts["intra"] = seco_intra_loss(*anchor_and_keys(zq["intra"], zk["intra"], last), self.cfg.tau)
         if "order" in losses:
-            parts["order"] = self.order_loss(zq["order"], zk["order"][:n], *shuffles)
-        return sum(parts.values()), parts
+            logits, labels = self.order_logits(zq["order"], zk["order"][:n], *shuffles)
+            parts["order"] = F.cross_entropy(logits, labels)
+        loss = sum(parts.values())
+        if "order" in losses:
+            parts["order_acc"] = accuracy(logits, labels)
+        return loss, parts
 
-    def order_loss(self, q_tuple: torch.Tensor, k_tuple: torch.Tensor, orders: torch.Tensor,
-                   flags: torch.Tensor) -> torch.Tensor:
+    def order_logits(self, q_tuple: torch.Tensor, k_tuple: torch.Tensor, orders: torch.Tensor,
+                     flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """VCLR's 4-way order task on the tuples' order features ``(N, B, d)``, each tuple in its
-        drawn order (:func:`draw_tuple_shuffles`); the label says which of the two were shuffled
-        (``q + 2 k``)."""
+        drawn order (:func:`draw_tuple_shuffles`): the logits and the labels, which say which of
+        the two were shuffled (``q + 2 k``)."""
         q_shuffled = shuffle_tuples(q_tuple.transpose(0, 1), orders[0])
         k_shuffled = shuffle_tuples(k_tuple.detach().transpose(0, 1), orders[1])
         logits = self.order_classifier(torch.cat([q_shuffled.flatten(1), k_shuffled.flatten(1)], 1))
-        return F.cross_entropy(logits.float(), flags[0] + 2 * flags[1])
+        return logits.float(), flags[0] + 2 * flags[1]
