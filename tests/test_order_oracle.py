@@ -6,7 +6,8 @@ relation heads compare two clip embeddings. The oracle is a *clock video*, whose
 flat grey of intensity ``t / (F - 1)``, read by a backbone that reports its frames' intensity: the
 whole pipeline (sampler, dataset, collation, labels, heads, loss and gradient) must then drive each
 order loss far below chance. Played backwards at random (a world without an arrow of time) SeCo's
-must stay at chance; VCLR's, whose shuffles exclude the reversal, need not (docs/data.md).
+must stay at chance; VCLR's, whose shuffles exclude the reversal, need not; CORP's need not either,
+given clip features that show which way the clock runs (docs/data.md).
 """
 
 from __future__ import annotations
@@ -47,19 +48,24 @@ class ClockReader:
 
 class ClockBackbone(nn.Module):
     """Per frame (2D) or per clip (3D): the mean intensity ``m`` in [0, 1] and ``m^2`` (a 3D clip's
-    ``m`` is its frames' mean), times a learned scale."""
+    ``m`` is its frames' mean), times a learned scale. ``direction``: a clip's change from its first
+    to its last frame as well (which way its clock runs)."""
 
-    feature_dim = 2
     arch = "clock"
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, direction: bool = False) -> None:
         super().__init__()
-        self.kind = kind
+        self.kind, self.direction = kind, direction
+        self.feature_dim = 3 if direction else 2
         self.scale = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = x.flatten(1).mean(1)
-        return self.scale * torch.stack([m, m * m], 1)
+        features = [m, m * m]
+        if self.direction:  # (B, C, T, H, W)
+            frames = x.mean((1, 3, 4))
+            features.append(10 * (frames[:, -1] - frames[:, 0]))
+        return self.scale * torch.stack(features, 1)
 
 
 def clock_dataset(method: type, cfg, reversible: bool) -> VideoDataset:
@@ -97,15 +103,15 @@ def vclr() -> tuple[nn.Module, float]:
     return VCLR(cfg, ClockBackbone("2d")), math.log(4)
 
 
-def corp_f() -> tuple[nn.Module, float]:
+def corp_f(direction: bool = False) -> tuple[nn.Module, float]:
     cfg = CORPConfig(losses=["order"], clip_len=4, heads=8, mlp_hidden=16, proj_hidden=16, proj_dim=8)
-    return CORPf(cfg, ClockBackbone("3d")), 2 * math.log(2)  # both directions of the pair
+    return CORPf(cfg, ClockBackbone("3d", direction)), 2 * math.log(2)  # both directions of the pair
 
 
-def corp_m() -> tuple[nn.Module, float]:
+def corp_m(direction: bool = False) -> tuple[nn.Module, float]:
     cfg = CORPmConfig(losses=["order"], clip_len=4, heads=8, mlp_hidden=16, proj_hidden=16, proj_dim=8)
     k = cfg.num_clips
-    return CORPm(cfg, ClockBackbone("3d")), 2 * k * (k - 1) * math.log(2)  # summed over a video pair's clip pairs
+    return CORPm(cfg, ClockBackbone("3d", direction)), 2 * k * (k - 1) * math.log(2)  # a video pair's clip pairs
 
 
 ORDER_METHODS = {"seco": seco, "vclr": vclr, "corp_f": corp_f, "corp_m": corp_m}
@@ -138,6 +144,17 @@ def test_vclr_order_needs_no_arrow_of_time():
     method, chance = vclr()
     loss = train_order(method, clock_dataset(VCLR, method.cfg, reversible=True))
     assert loss < 0.25 * chance, (loss, chance)
+
+
+@pytest.mark.parametrize("name", ["corp_f", "corp_m"])
+def test_corp_order_needs_clips_that_show_their_direction_not_an_arrow_of_time(name):
+    """Clocks running either way: a clip's mean level says where it lies but not which end came
+    first, and CORP stays at chance; a clip that also shows which way its clock runs settles the
+    order of two clips of one video (the relation head compares them), arrow of time or not."""
+    method, chance = ORDER_METHODS[name]()
+    assert train_order(method, clock_dataset(type(method), method.cfg, reversible=True)) > 0.85 * chance
+    method, chance = ORDER_METHODS[name](direction=True)
+    assert train_order(method, clock_dataset(type(method), method.cfg, reversible=True)) < 0.25 * chance
 
 
 def test_seco_labels_match_the_frame_order():

@@ -67,7 +67,7 @@ def test_dropped_objects_fall_bounce_and_rest():
     assert all(a > b for a, b in zip(apexes, apexes[1:], strict=False))
 
 
-def test_arrow_labels_play_every_other_group_backwards():
+def test_arrow_labels_play_every_other_clip_backwards():
     motion = SyntheticVideos(num_videos=80, size=16, frames=10, seed=2, clips_per_group=2)
     arrow = SyntheticVideos(**{**motion.__dict__, "labels": "arrow"})
     source = arrow.source("all")
@@ -75,6 +75,11 @@ def test_arrow_labels_play_every_other_group_backwards():
     for cls in range(len(MOTIONS)):
         labels = [r.label for r in source.records[cls::len(MOTIONS)]]
         assert labels.count(0) == labels.count(1)  # balanced within every motion class
+    for subset in ("train", "test"):  # and in both splits
+        labels = [r.label for r in arrow.source(subset).records]
+        assert labels.count(0) == labels.count(1), subset
+    one_per_group = SyntheticVideos(num_videos=40, clips_per_group=1, labels="arrow").source("test")
+    assert {r.label for r in one_per_group.records} == {0, 1}
     for i in range(20):
         forward = motion.render(i, range(10))
         if arrow.is_backward(i):

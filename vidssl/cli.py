@@ -96,8 +96,8 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the built-in dataset: write and check a few synthetic videos, pretrain SeCo
-    (laptop settings), evaluate it and a random-init encoder (linear SVM, retrieval), print one
-    table and write the report."""
+    (laptop settings), evaluate it and a random-init encoder (linear SVM, retrieval, the temporal
+    order probes), print one table and write the report."""
     import tempfile
 
     from vidssl.eval.results import comparison_table, load_results
@@ -112,6 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ["pretrain", "--method", "seco", "--out", str(run), f"train.epochs={args.epochs}"],
         ["eval", "linear", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
         ["eval", "retrieval", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
+        ["eval", "order", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
         ["report", str(evals), str(run)],
         ["export", ckpt, str(out / "seco_tiny2d.safetensors")],
     ]
@@ -120,7 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rc = main(step)
         if rc != 0:
             return rc
-    print("\nSeCo (laptop settings) against random init on the built-in videos, appearance labels (%):")
+    print("\nSeCo (laptop settings) against random init on the built-in videos (%; appearance labels; "
+          "order probes: chance 50):")
     print(comparison_table(load_results([evals])))
     return 0
 

@@ -1,7 +1,9 @@
 """``vidssl bench curves``: how each method's frozen features improve with its pretraining budget.
 
-Every method's laptop config, random init and the supervised ceiling are trained on the built-in
-videos for each budget (a full schedule per budget: ``train.epochs``) and evaluated with
+Every method's laptop config (and MLFO without its temporal modelling: its contrast-only
+counterpart, as MoCo-v2 is SeCo's and SimCLR CORP_f's), random init and the supervised ceiling are
+trained on the built-in videos for each budget (a full schedule per budget: ``train.epochs``) and
+evaluated with
 :func:`vidssl.bench.tables.evaluate`: linear SVM and kNN on the motion and appearance labels, the
 SVM's direction given the right reversal pair (all pairs, and the two a mirror image keeps), and
 the arrow-of-time and clip-order probes. Results are one JSON per (row, budget, seed), reused when
@@ -27,6 +29,7 @@ ROWS = (
     Row("CORP_f", "corp_f"),
     Row("CORP_m", "corp_m"),
     Row("MLFO", "mlfo"),
+    Row("MLFO, no temporal modelling", "mlfo", ("mlfo.temporal=none",)),
     Row("supervised (tiny3d)", "supervised:tiny3d"),
 )
 METRICS = {

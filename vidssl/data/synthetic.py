@@ -8,9 +8,8 @@ object that performs an action. Three label sets come with every video:
   first's path backwards, so the frames of two twins look alike and only temporal order separates
   them: the role Something-Something plays in the papers.
 - **appearance** (5 classes): the actor's shape (Circle, Square, Triangle, Cross, Ring).
-- **arrow** (2 classes): Forward, or Backward (the video played in reverse); half of each motion
-  class's videos, alternating by recording group, are played backwards. The other label sets'
-  videos all play forwards.
+- **arrow** (2 classes): Forward, or Backward (the video played in reverse); every other clip of
+  each recording group is played backwards. The other label sets' videos all play forwards.
 
 **Dynamics.** Real video has an arrow of time, and an order objective can only learn where the
 data has one. ``dynamics="arrow"`` (the default) makes every video irreversible, as real scenes are:
@@ -227,8 +226,9 @@ class SyntheticVideos:
         return self.group_of(i) > groups - n_test
 
     def is_backward(self, i: int) -> bool:
-        """Whether video ``i`` plays in reverse: only in the arrow label set, every other group."""
-        return self.labels == "arrow" and self.group_of(i) % 2 == 0
+        """Whether video ``i`` plays in reverse: only in the arrow label set, every other clip of a
+        recording group, group after group, class after class: both splits hold both labels."""
+        return self.labels == "arrow" and (self.motion_of(i) + self.group_of(i) + self.clip_of(i)) % 2 == 1
 
     def class_names(self) -> list[str]:
         return list({"motion": MOTIONS, "appearance": SHAPES, "arrow": ARROWS}[self.labels])

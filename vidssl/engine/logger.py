@@ -75,6 +75,16 @@ def format_eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _append_csv(path: Path, row: dict[str, Any], fields: list[str]) -> None:
+    """One row under a header of ``fields`` (written with the file's first row)."""
+    new_file = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 class RunLogger:
     """Writes ``metrics.jsonl`` and ``metrics.csv`` in the run folder, TensorBoard events in
     ``tb/``, and a progress line on stderr (redrawn in place on a terminal)."""
@@ -111,19 +121,10 @@ class RunLogger:
                "it_s": round(rate, 3), "time_s": round(elapsed, 2)}
         self.jsonl.write(json.dumps(row) + "\n")
         self.jsonl.flush()
-        new_file = not self.csv_path.exists()
         if self._csv_fields is None:
             self._csv_fields = list(row)
-        with open(self.csv_path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self._csv_fields, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(f"train/{k}", v, step)
-        for backend in self.backends:
-            backend.log({f"train/{k}": v for k, v in scalars.items()}, step)
+        _append_csv(self.csv_path, row, self._csv_fields)
+        self._scalars("train", scalars, step)
         eta = (self.total - step) / rate if rate > 0 else 0.0
         parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items() if k not in ("lr",))
         line = (f"ep {epoch} step {step}/{self.total} {parts} lr {scalars.get('lr', 0):.3g} "
@@ -137,19 +138,18 @@ class RunLogger:
             return
         row = {"step": step, "epoch": epoch, **{k: round(v, 4) for k, v in scalars.items()},
                "time_s": round(time.perf_counter() - self.t0, 2)}
-        path = self.csv_path.with_name("monitor.csv")
-        new_file = not path.exists()
-        with open(path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(row))
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(f"monitor/{k}", v, step)
-        for backend in self.backends:
-            backend.log({f"monitor/{k}": v for k, v in scalars.items()}, step)
+        _append_csv(self.csv_path.with_name("monitor.csv"), row, list(row))
+        self._scalars("monitor", scalars, step)
         self.message(f"monitor at step {step}: " + " ".join(f"{k} {v:.1f}" for k, v in scalars.items()))
+
+    def _scalars(self, prefix: str, scalars: dict[str, float], step: int) -> None:
+        """To TensorBoard and every backend, as ``<prefix>/<name>``."""
+        named = {f"{prefix}/{k}": v for k, v in scalars.items()}
+        if self.tb is not None:
+            for k, v in named.items():
+                self.tb.add_scalar(k, v, step)
+        for backend in self.backends:
+            backend.log(named, step)
 
     def message(self, text: str) -> None:
         if self.enabled:
