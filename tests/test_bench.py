@@ -413,3 +413,12 @@ def test_bench_curves_trains_reuses_runs_and_reports(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tables, "_pretrain", no_training)
     assert curves.run_curves([1], [0], tmp_path / "runs", None, **kw) == text
+
+
+def test_bench_curves_cli_refuses_bad_budgets(capsys):
+    from vidssl.cli import main
+
+    assert main(["bench", "curves", "--epochs", "ten", "--docs", ""]) == 2
+    assert "vidssl: error: --epochs/--seeds" in capsys.readouterr().err
+    assert main(["bench", "curves", "--epochs", "0", "--docs", ""]) == 2
+    assert main(["bench", "curves", "--rows", "nope", "--docs", ""]) == 2

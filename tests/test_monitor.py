@@ -49,6 +49,11 @@ def test_a_monitored_run_logs_knn_and_trains_as_an_unmonitored_one(tmp_path):
     assert _losses(plain / "metrics.csv") == _losses(watched / "metrics.csv")
     assert not (plain / "monitor.csv").exists()
     assert all(0 <= float(r["order_acc"]) <= 1 for r in csv.DictReader(open(plain / "metrics.csv")))
+    from vidssl.eval.report import _read_rows, plot_loss_curves  # the report plots both
+
+    rows, checks = _read_rows(watched)
+    assert [r["step"] for r in rows] == list(range(1, 7)) and [c["step"] for c in checks] == ["4", "6"]
+    assert plot_loss_curves([watched], tmp_path / "curves.png") and (tmp_path / "curves.png").stat().st_size > 1000
 
 
 class FakeTracker:

@@ -172,3 +172,15 @@ def test_painting_by_selection_equals_the_alpha_blend():
         expected = expected * (1 - a) + (tex * obj.colors[0] + (1 - tex) * obj.colors[1]) * a
         SyntheticVideos._paint(img, obj, cx, cy, scale, angle, alpha, xx, yy)
         assert np.array_equal(img, expected), k
+
+
+def test_data_synth_cli_writes_the_dynamics_asked_for(tmp_path):
+    import json
+
+    from vidssl.cli import main
+
+    args = ["data", "synth", str(tmp_path / "v"), "--videos", "20", "--size", "16", "--frames", "6",
+            "--clips-per-group", "1", "--dynamics", "reversible"]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "v" / "synth.json").read_text())["dynamics"] == "reversible"
+    assert (tmp_path / "v" / "arrow_testlist01.txt").is_file()

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from vidssl.data.synthetic import SyntheticVideos
 from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
 
@@ -39,6 +40,11 @@ class DataConfig:
     synthetic_labels: str = "motion"
     synthetic_clips_per_group: int = 8
     synthetic_dynamics: str = "arrow"  # "arrow" (irreversible, the default) or "reversible" (docs/data.md)
+
+    def synthetic(self) -> SyntheticVideos:
+        """The built-in videos these settings describe."""
+        return SyntheticVideos(self.synthetic_videos, self.synthetic_size, self.synthetic_frames, self.synthetic_seed,
+                               self.synthetic_labels, self.synthetic_clips_per_group, dynamics=self.synthetic_dynamics)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 
 from vidssl.data.records import VideoSource
 from vidssl.data.sources import load_source
-from vidssl.data.synthetic import SyntheticVideos
 from vidssl.errors import ConfigError
 from vidssl.eval.features import EvalClips, Protocol, embed
 from vidssl.eval.knn import knn_predict
@@ -62,8 +61,7 @@ def build_monitor(cfg, clip_len: int, kind: str) -> KNNMonitor | None:
     if t.monitor_every <= 0:
         return None
     if d.source == "synthetic":
-        videos = SyntheticVideos(d.synthetic_videos, d.synthetic_size, d.synthetic_frames, d.synthetic_seed,
-                                 d.synthetic_labels, d.synthetic_clips_per_group, dynamics=d.synthetic_dynamics)
+        videos = d.synthetic()
         train, test, opener = videos.source("train"), videos.source("test"), videos.open
     else:
         from vidssl.data.dataset import FileOpener

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from vidssl.data.dataset import FileOpener, VideoDataset, collate_samples, seed_worker
 from vidssl.data.records import VideoSource
 from vidssl.data.sources import load_source
-from vidssl.data.synthetic import SyntheticVideos
 from vidssl.data.transforms import ClipAugment, flip_default
 from vidssl.engine.checkpoint import load_checkpoint, save_atomic
 from vidssl.engine.compile import begin_step, compile_mode, compile_step
@@ -50,9 +49,7 @@ def build_source(cfg: Config) -> tuple[VideoSource, Any]:
     """The dataset's records and its reader factory (the built-in synthetic set by default)."""
     d = cfg.data
     if d.source == "synthetic":
-        videos = SyntheticVideos(d.synthetic_videos, d.synthetic_size, d.synthetic_frames,
-                                 d.synthetic_seed, d.synthetic_labels, d.synthetic_clips_per_group,
-                                 dynamics=d.synthetic_dynamics)
+        videos = d.synthetic()
         return videos.source(d.subset if d.subset in ("train", "test") else "all"), videos.open
     source = load_source(d.source, d.layout, d.split, d.subset, d.root or None)
     return source, FileOpener(d.backend)
@@ -168,11 +165,14 @@ def train(cfg: Config, resume: str | None = None) -> Path:
 
 def resumed_config(cfg: Config, state: dict[str, Any]) -> Config:
     """The checkpoint's config, with the keys that may differ on resume taken from ``cfg``: where
-    to stop and write, and this machine's workers, threads and compilation."""
+    to stop and write, this machine's workers, threads and compilation, and what watches the run
+    (the monitor, the logging backends)."""
     saved = config_from_yaml_text(state["config"])
     saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
     saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads
     saved.train.compile = cfg.train.compile
+    saved.train.monitor_every, saved.train.monitor_videos = cfg.train.monitor_every, cfg.train.monitor_videos
+    saved.train.loggers = cfg.train.loggers
     return saved
 
 

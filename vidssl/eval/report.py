@@ -6,6 +6,7 @@ coloured by class, and the pretraining loss curves (``metrics.jsonl``)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -103,31 +104,48 @@ def plot_retrieval_grid(result: dict[str, Any], path: Path, queries: int = 6) ->
     plt.close(fig)
 
 
+def _read_rows(run: Path) -> tuple[list[dict], list[dict]]:
+    """A run's logged rows (``metrics.jsonl``, a line cut short by an interrupted run skipped) and
+    its monitor's (``monitor.csv``)."""
+    rows = []
+    f = run / "metrics.jsonl"
+    for line in f.read_text().splitlines() if f.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    monitor = run / "monitor.csv"
+    checks = list(csv.DictReader(monitor.open())) if monitor.is_file() else []
+    return rows, checks
+
+
 def plot_loss_curves(runs: list[Path], path: Path) -> bool:
+    """Loss parts against step (left); the order heads' training accuracy and the online
+    monitor's kNN top-1 (right)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (losses, accuracies) = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
     for run in runs:
-        f = run / "metrics.jsonl"
-        if not f.is_file():
-            continue
-        rows = []
-        for line in f.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by an interrupted run
-                continue
+        rows, checks = _read_rows(run)
         if not rows:
             continue
-        keys = [k for k in rows[0] if k not in ("step", "epoch", "lr", "it_s", "time_s", "skipped_videos")]
-        for k in keys:
+        skip = ("step", "epoch", "lr", "it_s", "time_s", "skipped_videos")
+        for k in [k for k in rows[0] if k not in skip]:
+            ax = accuracies if k.endswith("_acc") else losses
             ax.plot([r["step"] for r in rows], [r[k] for r in rows], label=f"{run.name}: {k}",
                     lw=2 if k == "loss" else 1)
+        if checks:
+            accuracies.plot([int(c["step"]) for c in checks], [float(c["knn_top1"]) / 100 for c in checks],
+                            "o-", label=f"{run.name}: kNN top-1 (held out)")
         drawn = True
     if drawn:
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
+        losses.set_xlabel("step")
+        losses.set_ylabel("loss")
+        losses.legend(fontsize=7)
+        accuracies.set_xlabel("step")
+        accuracies.set_ylabel("accuracy")
+        if accuracies.lines:
+            accuracies.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     plt.close(fig)
