@@ -58,7 +58,9 @@ def render(results: dict[tuple[str, int], list[dict]], epochs: list[int], seeds:
     lines = [f"Built-in videos (arrow dynamics), each method's laptop config trained for {', '.join(map(str, epochs))} "
              f"epochs ({STEPS_PER_EPOCH} steps each); seeds {', '.join(map(str, seeds))}; frozen features, "
              "test videos from unseen recording groups (%; chance: motion 10, appearance 20, direction and "
-             "probes 50). The supervised row is TSN from random init on the motion labels for the same epochs."]
+             "probes 50). The supervised row is TSN from random init on the motion labels for the same epochs. "
+             f"Made by `vidssl bench curves --epochs {','.join(map(str, epochs))} "
+             f"--seeds {','.join(map(str, seeds))}`."]
     for metric, title in METRICS.items():
         lines += ["", f"**{title}**", "", head, rule]
         for row in rows:
