@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from vidssl.bench.tables import Budget, Row, run_one
+from vidssl.bench.tables import Budget, Row, _mean_std, run_one
 from vidssl.errors import ConfigError
 
 ROWS = (
@@ -43,11 +43,8 @@ DEFAULT_EPOCHS = (10, 50, 150)  # 200, 1000, 3000 steps
 
 
 def _cell(runs: list[dict], metric: str) -> str:
-    values = [100 * r["metrics"][metric] for r in runs if r["metrics"] and r["metrics"].get(metric) is not None]
-    if not values:
-        return "—"
-    mean = statistics.fmean(values)
-    return f"{mean:.1f}" if len(values) < 2 else f"{mean:.1f} ± {statistics.stdev(values):.1f}"
+    values = [r["metrics"][metric] for r in runs if r["metrics"] and r["metrics"].get(metric) is not None]
+    return _mean_std(values) if values else "—"
 
 
 def render(results: dict[tuple[str, int], list[dict]], epochs: list[int], seeds: list[int]) -> str:

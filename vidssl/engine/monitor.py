@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from torch.utils.data import DataLoader
 
 from vidssl.data.records import VideoSource
 from vidssl.data.sources import load_source
 from vidssl.errors import ConfigError
-from vidssl.eval.features import EvalClips, Protocol, embed
+from vidssl.eval.features import EvalClips, Protocol, embed_all
 from vidssl.eval.knn import knn_predict
 
 
@@ -26,15 +25,10 @@ class KNNMonitor:
     queries: EvalClips
     num_classes: int
 
-    @torch.no_grad()
-    def _features(self, clips: EvalClips, backbone: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, labels = [], []
-        device = next(backbone.parameters()).device
-        for batch in DataLoader(clips, batch_size=16):
-            ok = batch["ok"]
-            feats.append(embed(backbone, batch["views"][ok].to(device)).float().cpu())
-            labels += [clips.source.records[i].label for i in batch["index"][ok].tolist()]
-        return torch.cat(feats), torch.tensor(labels)
+    @staticmethod
+    def _features(clips: EvalClips, backbone: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        features, ok_idx = embed_all(backbone, clips, 16, device=next(backbone.parameters()).device)
+        return features, torch.tensor([clips.source.records[i].label for i in ok_idx])
 
     def __call__(self, backbone: torch.nn.Module) -> dict[str, float]:
         was_training = backbone.training

@@ -116,6 +116,22 @@ def embed(backbone: Backbone, views: torch.Tensor) -> torch.Tensor:
     return feats.mean(1)
 
 
+@torch.no_grad()
+def embed_all(backbone: Backbone, clips: EvalClips, batch_size: int = 8, num_workers: int = 0,
+              device: str | torch.device = "cpu", progress: Progress | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Features ``(N, D)`` of the readable videos of ``clips`` and their indices (unreadable ones
+    left out); ``backbone`` as it is (the caller sets eval mode)."""
+    feats, ok_idx = [], []
+    for batch in DataLoader(clips, batch_size=batch_size, num_workers=num_workers):
+        ok = batch["ok"]
+        if ok.any():
+            feats.append(embed(backbone, batch["views"][ok].to(device)).float().cpu())
+            ok_idx += batch["index"][ok].tolist()
+        if progress is not None:
+            progress.update(len(ok))
+    return (torch.cat(feats) if feats else torch.empty(0, 0)), ok_idx
+
+
 @dataclass
 class FeatureSet:
     features: torch.Tensor  # (N, D) float32
@@ -145,22 +161,15 @@ def extract(encoder: Encoder, data: EvalData, subset: str, protocol: Protocol, c
                           str(cached))
     source, opener = data.load(subset)
     ds = EvalClips(source, opener, protocol, encoder.mean, encoder.std)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     backbone = encoder.backbone.to(device).eval()
-    feats, ok_idx = [], []
     progress = Progress(f"features of {encoder.name}, {subset}", len(ds))
-    for batch in loader:
-        ok = batch["ok"]
-        if ok.any():
-            feats.append(embed(backbone, batch["views"][ok].to(device)).float().cpu())
-            ok_idx += batch["index"][ok].tolist()
-        progress.update(len(ok))
+    features, ok_idx = embed_all(backbone, ds, batch_size, num_workers, device, progress)
     if not ok_idx:
         raise DataError(f"{data.describe()}: no readable video in the {subset} split")
     records = source.records
     skipped = sorted(set(range(len(records))) - set(ok_idx))
     fs = FeatureSet(
-        torch.cat(feats),
+        features,
         torch.tensor([-1 if records[i].label is None else records[i].label for i in ok_idx]),
         [records[i].path for i in ok_idx],
         [records[i].group or "" for i in ok_idx],
