@@ -80,7 +80,7 @@ def test_kinetics_csv_and_class_folders(tmp_path, clip):
         "zumba,BBB,1,11,train\nzumba,CCC,5,15,train\nabseiling,DDD,1,2,val\n")
     src = load_source(tmp_path / "train.csv", subset="train")
     assert src.layout == "kinetics_csv" and src.class_names == ["abseiling", "zumba"]
-    assert [r.label for r in src.records] == [0, 1] and "missing video CCC_000005_000015" in reasons(src)[0]
+    assert [r.label for r in src.records] == [0, 1] and "missing file 'CCC_000005_000015.*'" in reasons(src)[0]
     folders = load_source(tmp_path, layout="class_folders")
     assert detect_layout(tmp_path / "abseiling") == "folder"
     assert [r.label for r in folders.records] == [0, 1] and folders.class_names == ["abseiling", "zumba"]

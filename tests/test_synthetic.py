@@ -103,6 +103,21 @@ def test_labels_and_groups(synth):
     assert not {r.group for r in train.records} & {r.group for r in test.records}
 
 
+def test_the_scene_does_not_tell_the_motion():
+    """Group g of every class is filmed in one scene, and test scenes are unseen in training: the
+    background and the actor's colours carry no class information."""
+    videos = SyntheticVideos(num_videos=80, size=16, frames=4, clips_per_group=2)
+    by_group: dict[int, set] = {}
+    for i in range(80):
+        by_group.setdefault(videos.group_of(i), set()).add(repr(videos._scene(i)))
+    assert all(len(scenes) == 1 for scenes in by_group.values()) and len(by_group) == 4
+    left, right = [i for i in range(80) if videos.group_of(i) == 1 and videos.motion_of(i) in (0, 1)][:2]
+    assert videos.motion_of(left) != videos.motion_of(right)
+    assert repr(videos._scene(left)) == repr(videos._scene(right))
+    train_scenes = {repr(videos._scene(i)) for i in range(80) if not videos.is_test(i)}
+    assert not train_scenes & {repr(videos._scene(i)) for i in range(80) if videos.is_test(i)}
+
+
 def test_write_ucf101_roundtrip(ucf_dir):
     train = load_source(ucf_dir, subset="train")
     test = load_source(ucf_dir, subset="test")

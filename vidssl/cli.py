@@ -67,7 +67,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         print(f"note: could not save the metadata index ({exc})", file=sys.stderr)
     print(f"{sources[0].layout} dataset at {sources[0].root}")
     print(report.render())
-    return 1 if report.problems else 0
+    if report.total == 0:
+        print(f"nothing to check: no videos found at {args.path}", file=sys.stderr)
+    return 1 if report.problems or report.total == 0 else 0
 
 
 def cmd_data_bench(args: argparse.Namespace) -> int:
@@ -128,7 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from vidssl.engine.config import laptop_config, load_config
+    from vidssl.engine.config import asked_keys, laptop_config, load_config
     from vidssl.engine.train import CHECKPOINT, train
 
     overrides = list(args.overrides)
@@ -143,15 +145,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if config is None and args.method:
         config = laptop_config(args.method)  # a method's laptop recipe (MLFO: Adam) is its default
     cfg = load_config(config, overrides, args.method)
+    asked = asked_keys(args.config, overrides, args.method)
     if args.out is None and args.config is None and "train.out" not in " ".join(args.overrides):
         cfg.train.out = f"runs/{cfg.method}"
     resume = args.resume
+    if resume and resume != "auto" and "train.out" not in asked:
+        cfg.train.out = str(Path(resume).parent)  # a resumed run goes on writing where it was
     if resume == "auto":  # the run folder's checkpoint if there is one (SLURM requeues), else a fresh start
         resume = str(Path(cfg.train.out) / CHECKPOINT)
         if not Path(resume).is_file():
             print(f"no checkpoint at {resume} yet: starting from scratch", file=sys.stderr)
             resume = None
-    train(cfg, resume)
+    train(cfg, resume, asked)
     return 0
 
 
@@ -262,7 +267,7 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clips-per-group", type=int, default=8)
+    p.add_argument("--clips-per-group", type=int, default=2)
     p.add_argument("--dynamics", default="arrow", choices=("arrow", "reversible"),
                    help="arrow: irreversible, as real video (default); reversible: the control (docs/data.md)")
     p.set_defaults(func=cmd_data_synth)
@@ -355,6 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except VidsslError as exc:
         print(f"vidssl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment's answer (disk full, permission denied), not a bug
+        logging.getLogger("vidssl").debug("OSError", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vidssl: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vidssl: interrupted", file=sys.stderr)

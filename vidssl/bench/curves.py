@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from vidssl.bench.tables import Budget, Row, _mean_std, run_one
+from vidssl.engine.config import DataConfig
 from vidssl.errors import ConfigError
 
 ROWS = (
@@ -38,7 +39,8 @@ METRICS = {
     "direction_unflipped": "direction given the pair (SVM, up/down and approach/recede)",
     "arrow": "arrow-of-time probe", "clip_order": "clip-order probe",
 }
-STEPS_PER_EPOCH = 20  # the built-in training split (320 videos) at the laptop configs' batch of 16
+# the built-in training split (300 of the 400 videos) at the laptop configs' batch of 16
+STEPS_PER_EPOCH = len(DataConfig().synthetic().source("train")) // 16
 DEFAULT_EPOCHS = (10, 50, 150)  # 200, 1000, 3000 steps
 
 

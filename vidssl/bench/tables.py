@@ -161,7 +161,7 @@ HEADERS = {"motion_svm": "motion SVM", "motion_r1": "motion R@1", "motion_r5": "
 class Budget:
     epochs: int = 10
     eval_clips: int = 10  # clips (3D) per video; 2D encoders use 30 frames
-    eval_videos: int = 400  # the built-in set's size for evaluation (its default split: 320 train, 80 test)
+    eval_videos: int = 400  # the built-in set's size for evaluation (its default split: 300 train, 100 test)
     num_workers: int = 2
     extra: list[str] = field(default_factory=list)  # overrides applied to every row
 

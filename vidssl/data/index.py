@@ -43,6 +43,17 @@ def default_index_path(root: str | os.PathLike[str]) -> Path:
     return cache / f"index-{digest}.json"
 
 
+def _read_entries(file: Path) -> dict[str, VideoMeta]:
+    """The index file's entries, every field type-checked (anything else raises)."""
+    entries = {}
+    for path, v in json.loads(file.read_text(encoding="utf-8"))["videos"].items():
+        meta = VideoMeta(int(v["num_frames"]), float(v["fps"]), int(v["size"]), int(v["mtime_ns"]))
+        if not isinstance(path, str) or meta.num_frames < 0 or not meta.fps >= 0:
+            raise ValueError(f"bad entry {path!r}")
+        entries[path] = meta
+    return entries
+
+
 class VideoIndex:
     """Lazy metadata cache. ``get(path)`` returns cached metadata or probes the file (raising
     :class:`~vidssl.errors.DecodeError` for an unreadable one)."""
@@ -54,9 +65,8 @@ class VideoIndex:
         self.dirty = False
         if self.file and self.file.is_file():
             try:
-                raw = json.loads(self.file.read_text())
-                self._entries = {k: VideoMeta(**v) for k, v in raw.get("videos", {}).items()}
-            except (json.JSONDecodeError, TypeError, AttributeError):
+                self._entries = _read_entries(self.file)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
                 self._entries = {}  # a damaged cache is rebuilt, never trusted
                 self.dirty = True
 

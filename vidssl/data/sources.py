@@ -25,8 +25,31 @@ SUBSETS = ("train", "test")
 _UCF_GROUP = re.compile(r"_g(\d+)_c\d+")
 
 
+MAX_LABEL = 100_000  # a label beyond this is a typo, not a class (ImageNet-21k has 21,841)
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def list_path_problem(rel: str) -> str | None:
+    """Why a path written in a list, CSV or JSON may not be used, or None. The rule is about the
+    text only: an absolute path or a ``..`` component would leave the dataset root; a symlink the
+    user made inside the root is followed wherever it points, in every layout."""
+    if not rel or "\x00" in rel:
+        return "is empty or holds a NUL byte"
+    if os.path.isabs(rel) or ".." in Path(rel).parts:
+        return "points outside the dataset root (absolute, or with a '..' component)"
+    return None
+
+
+def parse_label(text: str, num_classes: int | None = None) -> int | None:
+    """A 0-based integer label written in ASCII digits, below ``num_classes`` (or MAX_LABEL)."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    label = int(text)
+    return label if label < (num_classes or MAX_LABEL) else None
+
+
 class _Collector:
-    """Accumulates records and problems; resolves list paths safely inside the root."""
+    """Accumulates records and problems; resolves list paths inside the root."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -36,17 +59,21 @@ class _Collector:
     def problem(self, where: str, reason: str) -> None:
         self.problems.append(Problem(where, reason))
 
-    def resolve(self, rel: str, where: str, candidates: Iterable[Path] | None = None) -> Path | None:
-        """``rel`` under the root (or under one of ``candidates``); None and a problem if it
-        escapes the root or does not exist."""
+    def resolve(self, rel: str, where: str, candidates: Iterable[Path] | None = None,
+                suffixes: Iterable[str] = ("",)) -> Path | None:
+        """The first existing ``base/rel+suffix`` for base in ``candidates`` (default: the root);
+        None and a problem if ``rel`` is refused by :func:`list_path_problem` or nothing exists."""
+        suffixes = tuple(suffixes)
+        reason = list_path_problem(rel)
+        if reason:
+            self.problem(where, f"path {rel!r} {reason}")
+            return None
         for base in candidates or (self.root,):
-            path = (base / rel).resolve()
-            if not path.is_relative_to(self.root):
-                self.problem(where, f"path {rel!r} points outside the dataset root {self.root}")
-                return None
-            if path.exists():
-                return path
-        self.problem(where, f"missing file {rel!r}")
+            for suffix in suffixes:
+                path = base / f"{rel}{suffix}"
+                if path.exists():
+                    return path
+        self.problem(where, f"missing file {rel if suffixes == ('',) else rel + '.*'!r}")
         return None
 
     def add(self, path: Path, label: int | None, group: str | None = None,
@@ -57,14 +84,19 @@ class _Collector:
         return VideoSource(self.records, class_names, str(self.root), layout, self.problems)
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
+def _read_text(path: Path) -> str:
     if not path.is_file():
-        raise DataError(f"{path}: list file not found")
+        raise DataError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text file ({exc})") from exc
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    return [(n, line.strip()) for n, line in enumerate(_read_text(path).splitlines(), 1) if line.strip()]
 
 
 def _is_video(p: Path) -> bool:
@@ -103,6 +135,26 @@ def _find(root: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
+def _split_label(line: str) -> tuple[str, str | None]:
+    """``<path> <token>`` split on the last whitespace (paths may hold spaces): (path, token), or
+    (line, None) for a line of one token."""
+    parts = line.rsplit(None, 1)
+    return (parts[0], parts[1]) if len(parts) == 2 else (line, None)
+
+
+def _read_class_index(path: Path) -> list[str]:
+    """``classInd.txt``: lines ``<1-based index> <ClassName>``, in order, names unique."""
+    classes: list[str] = []
+    for n, line in _read_lines(path):
+        parts = line.split()
+        if len(parts) != 2 or parse_label(parts[0]) != len(classes) + 1:
+            raise DataError(f"{path}:{n}: expected '<{len(classes) + 1}> <ClassName>', got {line!r}")
+        if parts[1] in classes:
+            raise DataError(f"{path}:{n}: class {parts[1]!r} is already line {classes.index(parts[1]) + 1}'s")
+        classes.append(parts[1])
+    return classes
+
+
 def parse_ucf101(root: str | os.PathLike[str], split: int = 1, subset: str = "train") -> VideoSource:
     """UCF101: ``classInd.txt`` (``1 ApplyEyeMakeup``), ``trainlist0N.txt`` (``Class/v_..._gXX_cYY.avi
     <1-based label>``), ``testlist0N.txt`` (class from the folder). Split files may sit in ``root``
@@ -113,12 +165,7 @@ def parse_ucf101(root: str | os.PathLike[str], split: int = 1, subset: str = "tr
     class_ind = _find(col.root, ["classInd.txt"])
     if class_ind is None:
         raise DataError(f"{root}: classInd.txt not found (is this a UCF101 layout?)")
-    classes: list[str] = []
-    for n, line in _read_lines(class_ind):
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(classes) + 1:
-            raise DataError(f"{class_ind}:{n}: expected '<{len(classes) + 1}> <ClassName>', got {line!r}")
-        classes.append(parts[1])
+    classes = _read_class_index(class_ind)
     index = {c: k for k, c in enumerate(classes)}
     list_name = f"{subset}list{split:02d}.txt"
     list_file = _find(col.root, [list_name])
@@ -127,19 +174,21 @@ def parse_ucf101(root: str | os.PathLike[str], split: int = 1, subset: str = "tr
     video_roots = [col.root / "UCF-101", col.root] if (col.root / "UCF-101").is_dir() else [col.root]
     for n, line in _read_lines(list_file):
         where = f"{list_file}:{n}"
-        parts = line.split()
-        rel = parts[0]
+        rel, token = _split_label(line)
+        if token is not None and not _DIGITS.fullmatch(token):
+            rel, token = line, None  # a file name with spaces and no label (a test list)
         folder_class = Path(rel).parent.name
         if folder_class not in index:
             col.problem(where, f"unknown class {folder_class!r} (not in classInd.txt)")
             continue
         label = index[folder_class]
-        if len(parts) > 1:
-            if not parts[1].isdigit() or not 1 <= int(parts[1]) <= len(classes):
-                col.problem(where, f"bad label {parts[1]!r}: expected 1..{len(classes)}")
+        if token is not None:
+            given = parse_label(token, len(classes) + 1)
+            if not given:
+                col.problem(where, f"bad label {token!r}: expected 1..{len(classes)}")
                 continue
-            if int(parts[1]) - 1 != label:
-                col.problem(where, f"mislabeled: label {parts[1]} ({classes[int(parts[1]) - 1]}) "
+            if given - 1 != label:
+                col.problem(where, f"mislabeled: label {given} ({classes[given - 1]}) "
                                    f"disagrees with folder {folder_class!r}")
                 continue
         path = col.resolve(rel, where, video_roots)
@@ -166,16 +215,30 @@ def parse_hmdb51(root: str | os.PathLike[str], split: int = 1, subset: str = "tr
     for k, (cls, split_file) in enumerate(zip(classes, split_files, strict=True)):
         for n, line in _read_lines(split_file):
             where = f"{split_file}:{n}"
-            parts = line.split()
-            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            video, token = _split_label(line)
+            if token not in ("0", "1", "2"):
                 col.problem(where, f"expected '<video> <0|1|2>', got {line!r}")
                 continue
-            if parts[1] != want:
+            if token != want:
                 continue
-            path = col.resolve(f"{cls}/{parts[0]}", where, [vroot])
+            path = col.resolve(f"{cls}/{video}", where, [vroot])
             if path is not None:
                 col.add(path, k)
     return col.source(classes, "hmdb51")
+
+
+def _kinetics_stem(row: dict) -> str:
+    """``<ytid>_<start:06d>_<end:06d>``; ValueError naming what is wrong."""
+    ytid, start, end = row.get("youtube_id"), row.get("time_start"), row.get("time_end")
+    if not ytid or start is None or end is None:
+        raise ValueError("a short row (youtube_id, time_start or time_end missing)")
+    try:
+        times = [float(start), float(end)]
+    except ValueError:
+        raise ValueError(f"bad time_start/time_end {start!r}, {end!r}") from None
+    if not all(0 <= t < 1e6 for t in times):
+        raise ValueError(f"time_start/time_end {start!r}, {end!r} outside [0, 1e6) seconds")
+    return f"{ytid}_{int(times[0]):06d}_{int(times[1]):06d}"
 
 
 def parse_kinetics_csv(csv_path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
@@ -185,36 +248,58 @@ def parse_kinetics_csv(csv_path: str | os.PathLike[str], root: str | os.PathLike
     name; rows without a label (the test CSV) are unlabeled. ``subset`` filters the split column."""
     csv_path = Path(csv_path)
     col = _Collector(Path(root) if root else csv_path.parent)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: CSV file not found")
-    with csv_path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        rows = list(csv.DictReader(_read_text(csv_path).splitlines()))
+    except csv.Error as exc:
+        raise DataError(f"{csv_path}: not a CSV file ({exc})") from exc
     required = {"youtube_id", "time_start", "time_end"}
     if rows and not required <= set(rows[0]):
         raise DataError(f"{csv_path}: missing columns {sorted(required - set(rows[0]))}")
-    classes = sorted({r["label"] for r in rows if r.get("label")})
+    labels = [r.get("label") or "" for r in rows]
+    classes = sorted({c for c in labels if c and not list_path_problem(c) and "/" not in c})
     index = {c: k for k, c in enumerate(classes)}
-    for n, row in enumerate(rows, 2):
+    for n, (row, label) in enumerate(zip(rows, labels, strict=True), 2):
         where = f"{csv_path}:{n}"
         if subset and row.get("split") and row["split"] != subset:
             continue
         try:
-            stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
-        except ValueError:
-            col.problem(where, f"bad time_start/time_end {row['time_start']!r}, {row['time_end']!r}")
+            stem = _kinetics_stem(row)
+        except ValueError as exc:
+            col.problem(where, str(exc))
             continue
-        label = row.get("label") or None
-        dirs = [col.root / label, col.root] if label else [col.root]
-        found = next((d / f"{stem}{e}" for d in dirs for e in VIDEO_EXTENSIONS if (d / f"{stem}{e}").is_file()), None)
-        if found is None:
-            col.problem(where, f"missing video {stem}.* in {dirs[0]}")
+        if label and label not in index or "/" in stem:
+            col.problem(where, f"label {label!r} / youtube_id {row['youtube_id']!r} is not a plain name")
             continue
-        col.add(found, index[label] if label else None)
+        candidates = [col.root / label, col.root] if label else [col.root]
+        found = col.resolve(stem, where, candidates, VIDEO_EXTENSIONS)
+        if found is not None:
+            col.add(found, index[label] if label else None)
     return col.source(classes or None, "kinetics_csv")
 
 
 def _ssv2_template(text: str) -> str:
     return text.replace("[", "").replace("]", "")
+
+
+def _ssv2_labels(path: Path) -> list[str]:
+    """``labels.json``: ``{template: id}`` with ids 0..K-1, each once; the class names in id order."""
+    try:
+        label_map = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(label_map, dict):
+        raise DataError(f"{path}: expected a mapping of template -> id, got a {type(label_map).__name__}")
+    by_id: dict[int, str] = {}
+    for name, value in label_map.items():
+        k = parse_label(str(value)) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+        if k is None:
+            raise DataError(f"{path}: template {name!r} has id {value!r}, not a non-negative integer")
+        if k in by_id:
+            raise DataError(f"{path}: templates {by_id[k]!r} and {name!r} share id {k}")
+        by_id[k] = name
+    if sorted(by_id) != list(range(len(by_id))):
+        raise DataError(f"{path}: ids must be 0..{len(by_id) - 1}, each once")
+    return [by_id[k] for k in range(len(by_id))]
 
 
 def parse_ssv2(root: str | os.PathLike[str], subset: str = "train") -> VideoSource:
@@ -231,26 +316,27 @@ def parse_ssv2(root: str | os.PathLike[str], subset: str = "train") -> VideoSour
     list_file = _find(col.root, [f"{split_name}.json", f"something-something-v2-{split_name}.json"])
     if list_file is None:
         raise DataError(f"{root}: {split_name}.json not found")
+    classes = _ssv2_labels(labels_file)
+    label_map = {c: k for k, c in enumerate(classes)}
     try:
-        label_map = {k: int(v) for k, v in json.loads(labels_file.read_text()).items()}
-        entries = json.loads(list_file.read_text())
-    except (json.JSONDecodeError, ValueError, AttributeError) as exc:
-        raise DataError(f"{labels_file} / {list_file}: invalid JSON ({exc})") from exc
-    classes = [name for name, _ in sorted(label_map.items(), key=lambda kv: kv[1])]
-    vdirs = [col.root / "20bn-something-something-v2", col.root]
-    vdirs = [d for d in vdirs if d.is_dir()]
+        entries = json.loads(_read_text(list_file))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{list_file}: invalid JSON ({exc})") from exc
+    if not isinstance(entries, list):
+        raise DataError(f"{list_file}: expected a list of videos, got a {type(entries).__name__}")
+    vdirs = [d for d in (col.root / "20bn-something-something-v2", col.root) if d.is_dir()]
     for n, entry in enumerate(entries):
         where = f"{list_file}[{n}]"
-        if not isinstance(entry, dict) or "id" not in entry:
-            col.problem(where, "entry without an 'id'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), (str, int)) or isinstance(entry["id"], bool):
+            col.problem(where, "entry without a string or integer 'id'")
             continue
-        template = _ssv2_template(entry.get("template", ""))
-        if template not in label_map:
-            col.problem(where, f"unknown class template {entry.get('template')!r}")
+        template = entry.get("template")
+        if not isinstance(template, str) or _ssv2_template(template) not in label_map:
+            col.problem(where, f"unknown class template {template!r}")
             continue
         path = col.resolve(f"{entry['id']}.webm", where, vdirs)
         if path is not None:
-            col.add(path, label_map[template])
+            col.add(path, label_map[_ssv2_template(template)])
     return col.source(classes, "ssv2")
 
 
@@ -263,28 +349,41 @@ def parse_frame_list(list_file: str | os.PathLike[str], root: str | os.PathLike[
     for n, line in _read_lines(list_file):
         where = f"{list_file}:{n}"
         parts = line.split()
-        if len(parts) not in (2, 3) or not parts[1].isdigit() or (len(parts) == 3 and not parts[2].isdigit()):
-            col.problem(where, f"expected '<dir> <num_frames> [label]', got {line!r}")
+        numbers = [parse_label(parts[1], 10**9) if len(parts) > 1 else None, *map(parse_label, parts[2:])]
+        if len(parts) not in (2, 3) or None in numbers:
+            col.problem(where, f"expected '<dir> <num_frames> [label < {MAX_LABEL}]', got {line!r}")
             continue
         path = col.resolve(parts[0], where)
         if path is None:
             continue
-        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
+        if not path.is_dir():
+            col.problem(where, f"{parts[0]!r} is not a frame folder")
+            continue
+        try:
+            has_frames = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+        except OSError as exc:
+            col.problem(where, f"cannot list frame folder {parts[0]!r} ({exc.strerror or exc})")
+            continue
+        if not has_frames:
             col.problem(where, f"frame folder {parts[0]!r} holds no .jpg/.png frames")
             continue
-        label = int(parts[2]) if len(parts) == 3 else None
+        label = numbers[1] if len(parts) == 3 else None
         max_label = max(max_label, label if label is not None else -1)
-        col.add(path, label, num_frames=int(parts[1]))
+        col.add(path, label, num_frames=numbers[0])
     classes = [str(k) for k in range(max_label + 1)] if max_label >= 0 else None
     return col.source(classes, "frame_list")
 
 
 def read_class_names(path: str | os.PathLike[str]) -> list[str]:
-    """A class list: one name per line, optionally prefixed by its 1-based index (``classInd.txt``)."""
-    names = []
-    for _, line in _read_lines(Path(path)):
+    """A class list: one name per line, optionally prefixed by its 1-based index (``classInd.txt``);
+    names unique."""
+    names: list[str] = []
+    for n, line in _read_lines(Path(path)):
         parts = line.split(maxsplit=1)
-        names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else line)
+        name = parts[1] if len(parts) == 2 and _DIGITS.fullmatch(parts[0]) else line
+        if name in names:
+            raise DataError(f"{path}:{n}: class {name!r} is already line {names.index(name) + 1}'s")
+        names.append(name)
     return names
 
 
@@ -299,17 +398,17 @@ def parse_path_list(list_file: str | os.PathLike[str], root: str | os.PathLike[s
     max_label = -1
     for n, line in _read_lines(list_file):
         where = f"{list_file}:{n}"
-        head, _, tail = line.rpartition(" ")
+        head, tail = _split_label(line)
         label: int | None = None
         rel = line
-        if head and tail.lstrip("-").isdigit():
-            rel, label = head.strip(), int(tail)
-            if label < 0 or (class_names and label >= len(class_names)):
-                col.problem(where, f"label {label} outside [0, {len(class_names or []) or 'inf'})")
+        if tail is not None and re.fullmatch(r"-?[0-9]+", tail):
+            rel, label = head, parse_label(tail, len(class_names or []))
+            if label is None:
+                col.problem(where, f"label {tail} outside [0, {len(class_names or []) or MAX_LABEL})")
                 continue
-        elif head and tail in index:
-            rel, label = head.strip(), index[tail]
-        elif head and class_names and (col.root / head.strip()).exists():
+        elif tail is not None and tail in index:
+            rel, label = head, index[tail]
+        elif tail is not None and class_names and (col.root / head).exists():
             col.problem(where, f"unknown class name {tail!r}")
             continue
         path = col.resolve(rel, where)

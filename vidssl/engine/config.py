@@ -7,15 +7,20 @@ the file (or ``command line``)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vidssl.data.synthetic import SyntheticVideos
+from vidssl.data.dataset import SHORT_VIDEO_POLICIES
+from vidssl.data.decoders import BACKENDS
+from vidssl.data.sources import LAYOUTS
+from vidssl.data.synthetic import DYNAMICS, LABEL_SETS, SyntheticVideos
 from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
 
@@ -38,7 +43,7 @@ class DataConfig:
     synthetic_frames: int = 64
     synthetic_seed: int = 0
     synthetic_labels: str = "motion"
-    synthetic_clips_per_group: int = 8
+    synthetic_clips_per_group: int = 2
     synthetic_dynamics: str = "arrow"  # "arrow" (irreversible, the default) or "reversible" (docs/data.md)
 
     def synthetic(self) -> SyntheticVideos:
@@ -261,16 +266,119 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         cfg.method_config().validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    check_choice("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
+    validate(cfg)
+    return cfg
+
+
+def value_at(cfg: Config, key: str) -> Any:
+    """The value of a dotted key (``train.batch_size``)."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _finite(lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    def ok(x: Any) -> bool:
+        try:
+            finite = math.isfinite(x)
+        except OverflowError:  # an integer beyond any float
+            return False
+        return finite and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+    return ok
+
+
+_PROBABILITY = _finite(0.0, 1.0)
+# key -> (the condition a value must meet, how the error describes it); checked before any training
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "train.epochs": (_finite(1), ">= 1"),
+    "train.batch_size": (_finite(1), ">= 1"),
+    "train.accumulate": (_finite(1), ">= 1"),
+    "train.max_steps": (_finite(0), ">= 0 (0: all epochs)"),
+    "train.seed": (_finite(0, 2**32, hi_open=True), "in [0, 2**32)"),
+    "train.ckpt_every": (_finite(1), ">= 1"),
+    "train.log_every": (_finite(1), ">= 1"),
+    "train.dist_timeout_s": (_finite(1), ">= 1"),
+    "train.threads": (_finite(-1), ">= -1 (0: automatic, -1: PyTorch's)"),
+    "train.monitor_every": (_finite(0), ">= 0 (0: off)"),
+    "train.monitor_videos": (_finite(2), ">= 2"),
+    "optim.lr": (_finite(0), ">= 0 and finite"),
+    "optim.ref_batch": (_finite(1), ">= 1"),
+    "optim.momentum": (_finite(0, 1, hi_open=True), "in [0, 1)"),
+    "optim.weight_decay": (_finite(0), ">= 0 and finite"),
+    "optim.warmup_epochs": (_finite(0), ">= 0 and finite"),
+    "optim.clip_grad_norm": (_finite(0), ">= 0 and finite (0: off)"),
+    "optim.gamma": (_finite(0, 1, lo_open=True), "in (0, 1]"),
+    "data.num_workers": (_finite(0, 256), "in [0, 256]"),
+    "data.split": (_finite(1, 10), "in [1, 10]"),
+    "data.synthetic_videos": (_finite(1, 10**6), "in [1, 1e6]"),
+    "data.synthetic_size": (_finite(8, 1024), "in [8, 1024]"),
+    "data.synthetic_frames": (_finite(1, 10**5), "in [1, 1e5]"),
+    "data.synthetic_seed": (_finite(0, 2**32, hi_open=True), "in [0, 2**32)"),
+    "data.synthetic_clips_per_group": (_finite(1), ">= 1"),
+    "augment.size": (_finite(8, 4096), "in [8, 4096]"),
+    "augment.p_jitter": (_PROBABILITY, "in [0, 1]"),
+    "augment.p_gray": (_PROBABILITY, "in [0, 1]"),
+    "augment.p_blur": (_PROBABILITY, "in [0, 1]"),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.nan_policy": NAN_POLICIES, "train.device": ("auto", "cpu", "cuda"),
+    "optim.name": ("sgd", "lars", "adam"), "optim.schedule": ("cosine", "step"),
+    "data.backend": BACKENDS, "data.short_videos": SHORT_VIDEO_POLICIES, "data.layout": LAYOUTS,
+    "data.synthetic_labels": LABEL_SETS, "data.synthetic_dynamics": DYNAMICS,
+}
+
+
+def validate(cfg: Config) -> None:
+    """Every value in range and every choice known, before anything is built: a ConfigError names
+    the key."""
+    for key, (ok, rule) in RANGES.items():
+        if not ok(value_at(cfg, key)):
+            raise ConfigError(f"{key}: must be {rule}, got {value_at(cfg, key)!r}")
+    for key, allowed in CHOICES.items():
+        check_choice(key, value_at(cfg, key), allowed)
     if isinstance(cfg.train.compile, str):
         check_choice("train.compile", cfg.train.compile, COMPILE_MODES)
-    if cfg.train.threads < -1:
-        raise ConfigError(f"train.threads: must be >= -1 (0: automatic, -1: PyTorch's), got {cfg.train.threads}")
-    return cfg
+    a = cfg.augment
+    if a.p_flip is not None and not _PROBABILITY(a.p_flip):
+        raise ConfigError(f"augment.p_flip: must be in [0, 1] or null, got {a.p_flip!r}")
+    if len(a.scale) != 2 or not (0 < a.scale[0] <= a.scale[1] <= 1):
+        raise ConfigError(f"augment.scale: must be [min, max] with 0 < min <= max <= 1, got {a.scale!r}")
+    if len(a.mean) != 3 or len(a.std) != 3 or not all(math.isfinite(x) for x in a.mean) or min(a.std) <= 0:
+        raise ConfigError(f"augment.mean/std: three finite values each, std > 0, got {a.mean!r} / {a.std!r}")
+    if not all(0 < m < 1 for m in cfg.optim.milestones):
+        raise ConfigError(f"optim.milestones: fractions of training in (0, 1), got {cfg.optim.milestones!r}")
+
+
+def asked_keys(path: str | None, overrides: list[str] | None, method: str | None) -> set[str]:
+    """The dotted keys a command line sets: its ``--config`` file's, its overrides' and ``method``."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides or [] if "=" in item}
+    if method:
+        keys.add("method")
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                keys.add(f"{prefix}{k}")
+
+    if path:
+        data = yaml.safe_load(resolve_config_path(path).read_text())
+        walk(data if isinstance(data, dict) else {}, "")
+    return keys
 
 
 def config_from_yaml_text(text: str) -> Config:
     """Rebuild a config saved in a checkpoint (safe YAML)."""
     cfg = Config()
-    _apply(cfg, yaml.safe_load(text), "checkpoint config")
+    try:
+        data = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigError("checkpoint config: not a mapping of keys (a damaged or foreign checkpoint)")
+    _apply(cfg, data, "checkpoint config")
+    if cfg.method not in METHODS:
+        raise ConfigError(f"checkpoint config: unknown method {cfg.method!r}")
     return cfg

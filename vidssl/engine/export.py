@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.config import config_from_yaml_text
+from vidssl.engine.checkpoint import load_method
 from vidssl.errors import VidsslError
 from vidssl.methods import METHODS
 from vidssl.models.backbones import Backbone
@@ -16,10 +15,7 @@ from vidssl.models.backbones import Backbone
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> tuple[Path, Path]:
     """Write ``out`` (``.safetensors`` or ``.pt``, weights only) and ``out`` with ``.json``."""
-    state = load_checkpoint(checkpoint)
-    cfg = config_from_yaml_text(state["config"])
-    method = METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), False)
-    method.load_state_dict(state["model"], strict=True)
+    cfg, method, state = load_method(checkpoint)
     sampler = METHODS[cfg.method].data_spec(cfg.method_config()).sampler
     return write_export(method.backbone, out, mean=list(cfg.augment.mean), std=list(cfg.augment.std),
                         input_size=cfg.augment.size, frames=getattr(sampler, "clip_len", 1),
@@ -33,6 +29,11 @@ def write_export(backbone: Backbone, out: str | Path, **meta) -> tuple[Path, Pat
     out = Path(out)
     if out.suffix not in (".safetensors", ".pt"):
         raise VidsslError(f"{out}: the export must end in .safetensors or .pt")
+    meta_path = out.with_suffix(".json")
+    for target in (out, meta_path):
+        if target.exists() and export_meta(out) is None:
+            raise VidsslError(f"{target}: exists and is not a vidssl export of {out.name}; refusing to overwrite "
+                              "it (choose another output name)")
     weights = {k: v.detach().contiguous().clone() for k, v in backbone.net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
@@ -52,18 +53,39 @@ def write_export(backbone: Backbone, out: str | Path, **meta) -> tuple[Path, Pat
         else "vidssl.models.backbones.Backbone(arch).net.load_state_dict(weights, strict=True)",
         "input_layout": "B,C,H,W" if backbone.kind == "2d" else "B,C,T,H,W",
         "feature_dim": backbone.feature_dim,
+        "weights": out.name,
         **meta,
     }
-    meta_path = out.with_suffix(".json")
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return out, meta_path
+
+
+def export_meta(path: str | Path) -> dict | None:
+    """The metadata of the export ``path`` — its ``.json`` neighbour, if that file is a vidssl
+    export's metadata naming ``path`` — else None: a neighbour file never changes how another file
+    loads. Exports written before the ``weights`` key existed are recognised as ``.safetensors``."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VidsslError(f"{meta_path}: unreadable export metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != "vidssl-backbone/1":
+        return None
+    named = meta.get("weights")
+    return meta if named == path.name or (named is None and path.suffix == ".safetensors") else None
 
 
 def load_exported(path: str | Path) -> dict[str, torch.Tensor]:
     """Read exported weights (either format) safely."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated or foreign files
+        raise VidsslError(f"{path}: not loadable exported weights ({type(exc).__name__}: {exc})") from exc

@@ -25,9 +25,16 @@ from vidssl.data.dataset import FileOpener, VideoDataset, collate_samples, seed_
 from vidssl.data.records import VideoSource
 from vidssl.data.sources import load_source
 from vidssl.data.transforms import ClipAugment, flip_default
-from vidssl.engine.checkpoint import load_checkpoint, save_atomic
+from vidssl.engine.checkpoint import (
+    all_finite,
+    check_resumable,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temporaries,
+    save_atomic,
+)
 from vidssl.engine.compile import begin_step, compile_mode, compile_step
-from vidssl.engine.config import Config, config_from_yaml_text
+from vidssl.engine.config import Config, config_from_yaml_text, validate, value_at
 from vidssl.engine.distributed import DistContext, setup, teardown
 from vidssl.engine.logger import RunLogger, open_backends
 from vidssl.engine.monitor import KNNMonitor, build_monitor
@@ -152,27 +159,44 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
-def train(cfg: Config, resume: str | None = None) -> Path:
-    """Pretrain ``cfg.method``; returns the run folder. ``resume``: a checkpoint path."""
+def train(cfg: Config, resume: str | None = None, asked: set[str] | None = None) -> Path:
+    """Pretrain ``cfg.method``; returns the run folder. ``resume``: a checkpoint path; ``asked``:
+    the keys the command line set (:func:`resumed_config`)."""
     ctx = setup(cfg.train.device, cfg.train.dist_timeout_s)
     try:
         with intra_op_threads(cfg.train.threads, cfg.data.num_workers):
-            run = start_run(cfg, ctx, resume)
+            run = start_run(cfg, ctx, resume, asked)
             return run.train()
     finally:
         teardown(ctx)
 
 
-def resumed_config(cfg: Config, state: dict[str, Any]) -> Config:
-    """The checkpoint's config, with the keys that may differ on resume taken from ``cfg``: where
-    to stop and write, this machine's workers, threads and compilation, and what watches the run
-    (the monitor, the logging backends)."""
+# On resume every key comes from the checkpoint's config except these. The first follow this
+# command line (given or default): where to stop and write, this machine's resources, what watches
+# the run. The second change only when the command line sets them. Any other key set to another
+# value than the checkpoint's is refused by name.
+RESUME_FOLLOWS = ("train.out", "train.max_steps", "data.num_workers", "train.threads", "train.compile",
+                  "train.monitor_every", "train.monitor_videos", "train.loggers")
+RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.ckpt_every", "train.device", "train.dist_timeout_s",
+                     "data.backend", "data.strict")
+
+
+def resumed_config(cfg: Config, state: dict[str, Any], asked: set[str] | None = None) -> Config:
+    """The checkpoint's config with the keys ``RESUME_FOLLOWS`` and, where the command line set
+    them (``asked``), ``RESUME_MAY_CHANGE`` taken from ``cfg``; a ConfigError names every other key
+    the command line set to a value the checkpoint's run did not have."""
     saved = config_from_yaml_text(state["config"])
-    saved.train.max_steps, saved.train.out = cfg.train.max_steps, cfg.train.out
-    saved.data.num_workers, saved.train.threads = cfg.data.num_workers, cfg.train.threads
-    saved.train.compile = cfg.train.compile
-    saved.train.monitor_every, saved.train.monitor_videos = cfg.train.monitor_every, cfg.train.monitor_videos
-    saved.train.loggers = cfg.train.loggers
+    asked = asked or set()
+    fixed = sorted(asked - set(RESUME_FOLLOWS) - set(RESUME_MAY_CHANGE))
+    refused = [f"{key} ({value_at(saved, key)!r} in the checkpoint, {value_at(cfg, key)!r} asked)"
+               for key in fixed if value_at(saved, key) != value_at(cfg, key)]
+    if refused:
+        raise ConfigError(f"cannot change on resume: {', '.join(refused)}. Keys that may change: "
+                          f"{', '.join(RESUME_FOLLOWS + RESUME_MAY_CHANGE)}; start a new run for the rest")
+    for key in RESUME_FOLLOWS + tuple(k for k in RESUME_MAY_CHANGE if k in asked):
+        section, name = key.split(".")
+        setattr(getattr(saved, section), name, value_at(cfg, key))
+    validate(saved)
     return saved
 
 
@@ -288,9 +312,13 @@ class Run:
         self.unchecked = None
         if not math.isfinite(loss_value := float(loss_sum)):
             parts_text = {k: float(v) for k, v in totals.items()}
-            raise TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); the last good "
-                                f"checkpoint {self.out / CHECKPOINT} is intact. Lower optim.lr or set "
-                                "train.nan_policy=skip.")
+            raise TrainingError(f"non-finite loss {loss_value} at step {at} ({parts_text}); {self.last_good()}. "
+                                "Lower optim.lr or set train.nan_policy=skip.")
+
+    def last_good(self) -> str:
+        """Where the run can restart from: the checkpoint on disk (only finite state is ever saved)."""
+        path = self.out / CHECKPOINT
+        return f"the last good checkpoint {path} is intact" if path.is_file() else "no checkpoint was written"
 
     def log_and_checkpoint(self, epoch: int, loss: torch.Tensor, parts: dict[str, torch.Tensor], lr: float,
                            log: bool = True) -> None:
@@ -306,6 +334,9 @@ class Run:
         if self.ctx.is_main and log_now:
             self.logger.log(step, epoch, {"loss": float(loss), **{k: float(v) for k, v in parts.items()}, "lr": lr,
                                           "skipped_videos": float(self.skipped_videos)})
+        if checkpoint_now and not all_finite(self.method.state_dict()):  # every rank holds the same weights
+            raise TrainingError(f"the weights hold non-finite values after step {step} (a finite loss, "
+                                f"then a non-finite update); {self.last_good()}. Lower optim.lr.")
         if checkpoint_now and self.ctx.is_main:
             save_atomic({"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "step": step, "rng": _rng_state(self.ctx.device), "config": self.cfg.to_yaml(),
@@ -327,11 +358,12 @@ class StateSnapshot:
             t.copy_(saved)
 
 
-def start_run(cfg: Config, ctx: DistContext, resume: str | None) -> Run:
+def start_run(cfg: Config, ctx: DistContext, resume: str | None, asked: set[str] | None = None) -> Run:
     """Builds a run from ``cfg``, or continues the checkpoint ``resume`` exactly where it stopped."""
     state = load_checkpoint(resume) if resume else None
     if state is not None:
-        cfg = resumed_config(cfg, state)
+        check_resumable(state, resume)
+        cfg = resumed_config(cfg, state, asked)
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
     plan = Plan.make(cfg, len(dataset), ctx.world_size)
@@ -349,6 +381,7 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None) -> Run:
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
+        remove_stale_temporaries(out, CHECKPOINT)
     last_step = min(plan.total_steps, cfg.train.max_steps) if cfg.train.max_steps else plan.total_steps
     backends = open_backends(cfg.train.loggers, out, cfg.to_dict()) if ctx.is_main else []
     logger = RunLogger(out, last_step, ctx.is_main, start_step=step, backends=backends)
@@ -368,7 +401,7 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None) -> Run:
 def load_training_state(state: dict[str, Any], method: Method, optimizer: torch.optim.Optimizer,
                         device: torch.device, path: str) -> int:
     """Restores model, optimizer and RNG state from a checkpoint; returns its step."""
-    method.load_state_dict(state["model"])
+    load_weights(method, state["model"], path, f"{type(method).__name__} as configured")
     try:
         optimizer.load_state_dict(state["optimizer"])
     except ValueError as exc:

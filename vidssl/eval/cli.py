@@ -32,7 +32,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-frames", type=int, default=64)
     p.add_argument("--synthetic-size", type=int, default=64)
     p.add_argument("--synthetic-seed", type=int, default=0)
-    p.add_argument("--synthetic-clips-per-group", type=int, default=8)
+    p.add_argument("--synthetic-clips-per-group", type=int, default=2)
     p.add_argument("--synthetic-dynamics", default="arrow", choices=("arrow", "reversible"))
     p.add_argument("--out", default="runs/eval", help="results folder (JSON + results.md)")
     p.add_argument("--workers", type=int, default=0)

@@ -27,7 +27,7 @@ class EvalData:
     synthetic_size: int = 64
     synthetic_frames: int = 64
     synthetic_seed: int = 0
-    synthetic_clips_per_group: int = 8
+    synthetic_clips_per_group: int = 2
     synthetic_dynamics: str = "arrow"
 
     def synthetic(self) -> SyntheticVideos:

@@ -9,13 +9,13 @@ with, and a fingerprint (content hash) that keys the feature cache.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vidssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vidssl.engine.checkpoint import load_weights
 from vidssl.errors import VidsslError
 from vidssl.models.backbones import ARCHS, Backbone
 
@@ -41,11 +41,18 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _strict_load(backbone: Backbone, weights: dict[str, torch.Tensor], where: str) -> None:
-    result = backbone.net.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise VidsslError(f"{where}: weights do not match {backbone.arch}: missing {result.missing_keys[:5]}, "
-                          f"unexpected {result.unexpected_keys[:5]}")
+def _export_encoder(path: Path, meta: dict, weights: dict[str, torch.Tensor]) -> Encoder:
+    try:
+        backbone = Backbone(str(meta["arch"]))
+        mean, std = tuple(float(x) for x in meta["mean"]), tuple(float(x) for x in meta["std"])
+        size, frames, stride = int(meta["input_size"]), int(meta.get("frames", 1)), int(meta.get("stride", 1))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VidsslError(f"{path.with_suffix('.json')}: bad export metadata ({type(exc).__name__}: {exc})") from exc
+    if len(mean) != 3 or len(std) != 3 or min(size, frames, stride) < 1:
+        raise VidsslError(f"{path.with_suffix('.json')}: bad export metadata (mean/std of 3, positive sizes)")
+    load_weights(backbone.net, weights, path, backbone.arch)
+    return Encoder(backbone, str(meta.get("method", "export")), file_hash(path), mean, std, size, frames,
+                   stride, str(path))
 
 
 def load_encoder(spec: str, default_size: int = 32, clip_len: int = 8) -> Encoder:
@@ -62,24 +69,18 @@ def load_encoder(spec: str, default_size: int = 32, clip_len: int = 8) -> Encode
     path = Path(spec)
     if not path.is_file():
         raise VidsslError(f"{spec}: encoder not found (a checkpoint, an export, or random:ARCH)")
-    meta_path = path.with_suffix(".json")
-    if meta_path.is_file():  # an export
-        from vidssl.engine.export import load_exported
+    from vidssl.engine.export import export_meta, load_exported
 
-        meta = json.loads(meta_path.read_text())
-        backbone = Backbone(meta["arch"])
-        _strict_load(backbone, load_exported(path), str(path))
-        return Encoder(backbone, meta.get("method", "export"), file_hash(path), tuple(meta["mean"]),
-                       tuple(meta["std"]), int(meta["input_size"]), int(meta.get("frames", 1)),
-                       int(meta.get("stride", 1)), str(path))
-    from vidssl.engine.checkpoint import load_checkpoint
-    from vidssl.engine.config import config_from_yaml_text
+    meta = export_meta(path)
+    if meta is not None:
+        return _export_encoder(path, meta, load_exported(path))
+    if path.suffix == ".safetensors":
+        raise VidsslError(f"{path}: an export without its metadata {path.with_suffix('.json').name} "
+                          "(written by `vidssl export` beside the weights)")
+    from vidssl.engine.checkpoint import load_method
     from vidssl.methods import METHODS
 
-    state = load_checkpoint(path)
-    cfg = config_from_yaml_text(state["config"])
-    method = METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), False)
-    method.load_state_dict(state["model"], strict=True)
+    cfg, method, _ = load_method(path)
     sampler = METHODS[cfg.method].data_spec(cfg.method_config()).sampler
     return Encoder(method.backbone, cfg.method, file_hash(path), tuple(cfg.augment.mean), tuple(cfg.augment.std),
                    cfg.augment.size, getattr(sampler, "clip_len", 1), getattr(sampler, "dilation", 1), str(path))
