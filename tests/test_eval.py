@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from vidssl.cli import main
+from vidssl.data.synthetic import MOTIONS
 from vidssl.errors import DataError
 from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import load_encoder
@@ -169,6 +170,38 @@ def test_finetune_averages_several_clips(tmp_path):
     enc = load_encoder("random:tiny2d", default_size=24)
     m = finetune(enc, TINY, FinetuneRecipe(segments=2, epochs=2, batch_size=4, test_views=3))
     assert 0.0 <= m["top1"] <= 1.0 and m["recipe"]["test_views"] == 3 and len(m["confusion"]) == 10
+
+
+def test_mirror_classes_swap_direction_words():
+    from vidssl.eval.finetune import mirror_classes
+
+    assert mirror_classes(list(MOTIONS)).tolist() == [1, 0, 2, 3, 4, 5, 7, 6, 8, 9]
+    ssv2 = ["Pushing something from left to right", "Pushing something from right to left", "Putting something upright",
+            "Turning something clockwise", "Turning something counterclockwise", "Moving something left"]
+    assert mirror_classes(ssv2).tolist() == [1, 0, 2, 4, 3, -1]  # "upright" has no direction; no partner: -1
+
+
+def test_a_mirrored_sample_is_the_flipped_frames_with_the_mirror_label():
+    from vidssl.eval.finetune import mirror_batch
+
+    views = [torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)]
+    labels, mirror_of = torch.tensor([0, 2]), torch.tensor([1, 0, -1])
+    seen = set()
+    for seed in range(20):
+        out, new = mirror_batch(views, labels, mirror_of, torch.Generator().manual_seed(seed))
+        assert new[1] == 2 and torch.equal(out[0][1], views[0][1])  # a class without partner is never flipped
+        flipped = bool(new[0] == 1)
+        assert torch.equal(out[0][0], views[0][0].flip(-1) if flipped else views[0][0])
+        seen.add(flipped)
+    assert seen == {True, False}
+
+
+def test_finetune_with_label_swapped_flip_runs(capsys, tmp_path):
+    assert main(["eval", "finetune", "--encoder", "random:tiny2d", "--synthetic-videos", "40", "--synthetic-size", "32",
+                 "--synthetic-frames", "12", "--epochs", "1", "--flip", "swap",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads(next(tmp_path.glob("finetune-*.json")).read_text())
+    assert result["metrics"]["recipe"]["mirror"] is True and "label-swapped flip" in result["recipe_text"]
 
 
 def test_linear_and_retrieval_on_a_ucf101_layout(ucf_dir, tmp_path, capsys):

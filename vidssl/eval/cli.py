@@ -179,7 +179,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         name = "supervised (scratch)" if enc.name.startswith("random") else f"{enc.name} fine-tuned"
         recipe = FinetuneRecipe(args.segments, 1 if enc.backbone.kind == "2d" else max(enc.clip_len, 4),
                                 args.epochs, args.batch_size, args.lr, test_views=args.test_views,
-                                flip={"auto": None, "on": 0.5, "off": 0.0}[args.flip])
+                                flip={"auto": None, "on": 0.5, "off": 0.0, "swap": 0.0}[args.flip],
+                                mirror=args.flip == "swap")
         m = finetune(enc, data, recipe, args.workers, device_of(args))
         base = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data)}
         write_result(args.out, "finetune", name, {**base, "metrics": m, "recipe_text": recipe.describe()},
@@ -232,8 +233,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--test-views", type=int, default=10)
-    p.add_argument("--flip", default="auto", choices=("auto", "on", "off"),
-                   help="horizontal flip; auto: off where labels name a direction (SSv2, built-in motion)")
+    p.add_argument("--flip", default="auto", choices=("auto", "on", "off", "swap"),
+                   help="horizontal flip; auto: off where labels name a direction (SSv2, built-in motion); "
+                        "swap: flip and give the mirror class (left <-> right, CW <-> CCW in class names)")
     p.set_defaults(func=with_threads(cmd_finetune))
     p = esub.add_parser("order", help="arrow-of-time and clip-order probes (no labels needed)")
     add_common(p)

@@ -3,7 +3,8 @@
 Recipe: ``segments`` equal segments, one frame (2D) or clip (3D) at a random position in each;
 one random resized crop (scale 0.3-1) and horizontal flip for all of a sample's segments (TSN's
 group crop), the flip off by default where labels name a direction (``flip_default``: SSv2, the
-built-in motion classes); backbone + dropout + linear classifier;
+built-in motion classes) or, with ``mirror``, label-swapped (a flipped MoveLeft is a MoveRight:
+``mirror_classes``); backbone + dropout + linear classifier;
 segment logits averaged (mean consensus); cross-entropy; SGD momentum 0.9, weight decay 5e-4,
 cosine lr over ``epochs``. Test: ``test_views`` uniformly spaced frames/clips, centre crop, logits
 averaged. From random init this is the *supervised from scratch* ceiling.
@@ -11,6 +12,7 @@ averaged. From random init this is the *supervised from scratch* ceiling.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,12 +43,55 @@ class FinetuneRecipe:
     test_views: int = 10
     seed: int = 0
     flip: float | None = None  # flip probability; None: flip_default(the dataset's layout)
+    mirror: bool = False  # flip with p 0.5 and give a flipped sample its mirror class (mirror_classes)
 
     def describe(self) -> str:
         flip = "default flip" if self.flip is None else f"flip p {self.flip}"
+        flip = "label-swapped flip p 0.5" if self.mirror else flip
         return (f"TSN {self.segments} segments x {self.clip_len} frame(s), mean consensus, {flip}; SGD lr {self.lr} "
                 f"cosine, wd {self.weight_decay}, {self.epochs} epochs, batch {self.batch_size}; "
                 f"test {self.test_views} uniform views averaged")
+
+
+# what a mirror image turns each direction word into (the first partner that names a class wins)
+_MIRROR_WORDS = {"left": ("right",), "right": ("left",), "Left": ("Right",), "Right": ("Left",),
+                 "clockwise": ("anticlockwise", "counterclockwise"), "anticlockwise": ("clockwise",),
+                 "counterclockwise": ("clockwise",), "CW": ("CCW",), "CCW": ("CW",)}
+_DIRECTION = re.compile(r"(?<![a-z])(anticlockwise|counterclockwise|clockwise|left|right)(?![a-z])"
+                        r"|(Left|Right|CCW|CW)(?![a-z])")
+
+
+def mirror_classes(class_names: list[str]) -> torch.Tensor:
+    """For each class, the class its mirror image belongs to: itself when its name has no left/right
+    or clockwise word, the class whose name swaps those words (MoveLeft -> MoveRight, "from left to
+    right" -> "from right to left", RotateCW -> RotateCCW), or -1 when no class does (such samples
+    are never flipped)."""
+    index = {name: k for k, name in enumerate(class_names)}
+    out = []
+    for k, name in enumerate(class_names):
+        if not _DIRECTION.search(name):
+            out.append(k)
+            continue
+        partners = [_mirrored(name, alternative) for alternative in (0, 1)]
+        out.append(next((index[p] for p in partners if p in index), -1))
+    return torch.tensor(out)
+
+
+def _mirrored(name: str, alternative: int) -> str:
+    """``name`` with each direction word swapped for its ``alternative``-th mirror word (or the last)."""
+    def swap(m: re.Match) -> str:
+        options = _MIRROR_WORDS[m.group(0)]
+        return options[min(alternative, len(options) - 1)]
+    return _DIRECTION.sub(swap, name)
+
+
+def mirror_batch(views: list[torch.Tensor], labels: torch.Tensor, mirror_of: torch.Tensor,
+                 g: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each sample (all its views together) flipped horizontally with p 0.5 and relabelled with its
+    mirror class; samples of a class without one (-1) are left as they are."""
+    flip = (torch.rand(len(labels), generator=g) < 0.5) & (mirror_of[labels] >= 0)
+    views = [torch.where(flip.view(-1, *[1] * (v.ndim - 1)), v.flip(-1), v) for v in views]
+    return views, torch.where(flip, mirror_of[labels], labels)
 
 
 class TSN(nn.Module):
@@ -72,6 +117,8 @@ def finetune(encoder: Encoder, data: EvalData, recipe: FinetuneRecipe, num_worke
     layout = "clip" if is3d else "frame"
     crop = encoder.input_size
     p_flip = flip_default(train_src.layout) if recipe.flip is None else recipe.flip
+    p_flip = 0.0 if recipe.mirror else p_flip  # the loop flips, knowing the labels
+    mirror_of = mirror_classes(list(train_src.class_names or []))
     aug = ClipAugment(size=crop, scale=(0.3, 1.0), p_jitter=0.0, p_gray=0.0, p_blur=0.0, p_flip=p_flip,
                       shared_crop=True, mean=encoder.mean, std=encoder.std)
     train_ds = VideoDataset(train_src, TSNSampler(recipe.segments, recipe.clip_len), aug, opener,
@@ -89,8 +136,10 @@ def finetune(encoder: Encoder, data: EvalData, recipe: FinetuneRecipe, num_worke
         loader = DataLoader(train_ds, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
                             num_workers=num_workers, generator=g, collate_fn=collate_samples)
         for batch in loader:
-            views = [v.to(device) for v in batch["views"]]
-            loss = F.cross_entropy(model(views), batch["label"].to(device))
+            views, labels = batch["views"], batch["label"]
+            if recipe.mirror:
+                views, labels = mirror_batch(views, labels, mirror_of, g)
+            loss = F.cross_entropy(model([v.to(device) for v in views]), labels.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
