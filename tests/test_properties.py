@@ -22,7 +22,8 @@ TOKENS = st.sampled_from(["..", "/", "a.mp4", "Jump", "v_Jump_g01_c01.avi", "1",
 LINES = st.lists(st.lists(TOKENS, max_size=6).map("".join) | st.text(max_size=30), max_size=8).map("\n".join)
 CONTENT = LINES.map(str.encode) | st.binary(max_size=200)
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=4),
                     max_leaves=12)
 
 

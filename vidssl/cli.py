@@ -318,7 +318,8 @@ def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_tables)
 
     p = bsub.add_parser("curves", help="accuracy against pretraining budget: every method, random init, supervised")
-    p.add_argument("--epochs", default="10,50,150", help="comma-separated budgets in epochs (18 steps each on the built-in videos)")
+    p.add_argument("--epochs", default="10,50,150",
+                   help="comma-separated budgets in epochs (18 steps each on the built-in videos)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--rows", default="", help="comma-separated row labels or slugs (default: all)")
     p.add_argument("--workers", type=int, default=2)
