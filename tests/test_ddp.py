@@ -104,11 +104,11 @@ def test_mlfo_pretrains_under_torchrun_across_its_stages(tmp_path):
     without gradient; DDP must accept that and the run must go on into stage two."""
     run = tmp_path / "run"
     torchrun(["-m", "vidssl.cli", "pretrain", "--method", "mlfo", "--out", str(run),
-              "data.synthetic_videos=40", "data.synthetic_frames=32", "data.num_workers=0",
-              "train.batch_size=8", "train.epochs=2", "train.log_every=1", "mlfo.graph_start=0.5",
+              "data.synthetic_videos=40", "data.synthetic_clips_per_group=8", "data.synthetic_frames=32",
+              "data.num_workers=0", "train.batch_size=8", "train.epochs=2", "train.log_every=1", "mlfo.graph_start=0.5",
               "mlfo.clip_len=4", "mlfo.retrieval_levels=[low]"], cwd=tmp_path)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 10  # 40 videos / 8 = 5 steps per epoch
+    assert len(rows) == 10  # 40 videos (one group per class: no test split) / 8 = 5 steps per epoch
     assert "mul_low" not in rows[4] and "mul_low" in rows[5]
 
 

@@ -1,13 +1,15 @@
-"""Slow learning test: a few minutes of SeCo pretraining on the CPU beats random init.
+"""Slow learning test: a few minutes of pretraining on the CPU, and the order objective shows.
 
-Laptop config (``seco_laptop``: 600 steps, ~2.5 min on 2 cores), then a linear SVM on frozen
-features of 30 frames per video (the bench's protocol for 2D encoders) with the **motion** labels
-(5 time-reversal pairs, 80 test videos). Measured on the development machine: this test 26.2%
-against a random-init floor of 8.8% (seeds 0 and 1); over nine runs (seeds 0-2, three code
-versions) SeCo gave 17.5-37.5%, random init 7.5 / 10.0 / 11.2% (seeds 0 / 1 / 2). The appearance
-labels were the first choice and proved too noisy for one seed (SeCo 33.8-53.8% against random
-31-35%), so the assertion uses the motion labels, where the smallest margin seen over random was
-8.75 points; MARGIN keeps part of it as headroom.
+SeCo and its contrast-only counterpart MoCo-v2 train with their laptop configs (540 steps each,
+~2.5 min apiece on 2 cores); the label-free arrow-of-time probe (``eval order``: a linear
+classifier on a video's per-frame features in order, forward against reversed) then reads their
+frozen features. MoCo-v2's instance discrimination makes features invariant to what its colour
+augmentation changes, which includes how much ink a frame holds, the built-in videos' clock;
+SeCo's order head needs that clock and keeps it. Measured on the development machine (seed 0,
+built-in videos of 0.4.0): arrow probe SeCo 92%, MoCo-v2 60%, random init 97%; clip order 93 /
+61 / 96. Frame-averaged linear SVMs on the motion labels were the previous assertion; once the
+scenes stopped telling the class (0.4.0), random features gave 17% and SeCo 21% at this budget,
+too close for one seed (docs/results/curves.md).
 """
 
 from __future__ import annotations
@@ -18,25 +20,23 @@ from vidssl.engine.config import load_config
 from vidssl.engine.train import train
 from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import load_encoder
-from vidssl.eval.features import Protocol, extract
-from vidssl.eval.linear import linear_svm
+from vidssl.eval.order import OrderProtocol, order_probe, probe_features
 
-MARGIN = 0.05
+MARGIN = 0.10  # the issue's bar for an order-aware method over its contrast-only counterpart
 
 
-def svm_top1(spec: str, cache) -> float:
-    enc = load_encoder(spec)
-    data, p = EvalData(labels="motion"), Protocol("frames", 30, crop=32)
-    tr, te = extract(enc, data, "train", p, cache), extract(enc, data, "test", p, cache)
-    return linear_svm(tr.features, tr.labels, te.features, te.labels, len(tr.class_names)).report["top1"]
+def arrow_probe(checkpoint: str) -> float:
+    enc = load_encoder(checkpoint)
+    data, p = EvalData(labels="motion"), OrderProtocol(8, enc.input_size)
+    feats = {s: probe_features(enc, *data.load(s), p) for s in ("train", "test")}
+    return order_probe(feats["train"], feats["test"])["arrow"]
 
 
 @pytest.mark.slow
-def test_seco_beats_random_init_in_linear_accuracy(tmp_path):
-    cfg = load_config("seco_laptop", [f"train.out={tmp_path / 'seco'}"])
-    train(cfg)
-    seco = svm_top1(str(tmp_path / "seco" / "checkpoint.pt"), tmp_path / "features")
-    random_floor = (svm_top1("random:tiny2d", tmp_path / "features") +
-                    svm_top1("random:tiny2d:1", tmp_path / "features")) / 2
-    print(f"SeCo {seco:.3f} vs random init {random_floor:.3f}")
-    assert seco > random_floor + MARGIN, (seco, random_floor)
+def test_seco_keeps_the_arrow_of_time_that_moco_discards(tmp_path):
+    accuracy = {}
+    for method in ("seco", "moco"):
+        train(load_config(f"{method}_laptop", [f"train.out={tmp_path / method}"]))
+        accuracy[method] = arrow_probe(str(tmp_path / method / "checkpoint.pt"))
+    print(f"arrow-of-time probe: {accuracy}")
+    assert accuracy["seco"] > accuracy["moco"] + MARGIN, accuracy

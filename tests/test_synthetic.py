@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from vidssl.data.sources import load_source
-from vidssl.data.synthetic import MOTIONS, SyntheticVideos, fall
+from vidssl.data.synthetic import FRAME_CACHE, MOTIONS, SyntheticVideos, fall
 
 
 def test_deterministic_by_seed():
@@ -34,6 +34,22 @@ def test_arrow_twins_both_decelerate(synth):
         assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])
         assert (xs[1] - xs[0]) * (xs[2] - xs[1]) > 0
     assert synth._actor_state(0, 0.0, p)[0] > synth._actor_state(1, 0.0, p)[0]  # left vs right
+
+
+def test_friction_is_the_arrow_videos_without_their_ink(monkeypatch):
+    arrow = SyntheticVideos(num_videos=20, size=32, frames=12, seed=3)
+    friction = SyntheticVideos(num_videos=20, size=32, frames=12, seed=3, dynamics="friction")
+    with_ink = arrow.render(0, [11])
+    monkeypatch.setattr(SyntheticVideos, "_ink", lambda *args: None)
+    FRAME_CACHE.clear()  # the cache holds frames rendered with ink
+    try:
+        assert torch.equal(friction.render(0, range(12)), arrow.render(0, range(12)))
+    finally:
+        FRAME_CACHE.clear()  # nor may it keep the arrow frames rendered without
+    assert not torch.equal(with_ink, friction.render(0, [11]))
+    p = friction._video_params(0)
+    xs = [friction._actor_state(0, u, p)[0] for u in (0.0, 0.5, 1.0)]
+    assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])  # it still decelerates
 
 
 def test_ink_only_accumulates(synth):

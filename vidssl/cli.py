@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vidssl.data.synthetic import DYNAMICS
 from vidssl.errors import VidsslError
 
 
@@ -191,7 +192,7 @@ def cmd_bench_curves(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise VidsslError(f"--epochs/--seeds: comma-separated integers, got {args.epochs!r} / {args.seeds!r}") from exc
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    print("\n" + run_curves(epochs, seeds, args.out, args.docs or None, rows, args.workers))
+    print("\n" + run_curves(epochs, seeds, args.out, args.docs or None, rows, args.workers, dynamics=args.dynamics))
     return 0
 
 
@@ -268,8 +269,9 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips-per-group", type=int, default=2)
-    p.add_argument("--dynamics", default="arrow", choices=("arrow", "reversible"),
-                   help="arrow: irreversible, as real video (default); reversible: the control (docs/data.md)")
+    p.add_argument("--dynamics", default="arrow", choices=DYNAMICS,
+                   help="arrow: irreversible, as real video (default); friction: the same motion without ink; "
+                        "reversible: the control (docs/data.md)")
     p.set_defaults(func=cmd_data_synth)
     p = dsub.add_parser("check", help="list every unreadable, empty, too short or mislabeled entry")
     _add_source_args(p)
@@ -322,6 +324,9 @@ def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated budgets in epochs (18 steps each on the built-in videos)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--rows", default="", help="comma-separated row labels or slugs (default: all)")
+    p.add_argument("--dynamics", default="arrow", choices=DYNAMICS,
+                   help="the built-in videos' dynamics for pretraining and evaluation (friction: no ink, so "
+                        "single frames do not tell the time and random features stay at chance on the order probes)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/curves", help="runs and results (one JSON per run)")
     p.add_argument("--docs", default="docs/results", help="where curves.md and curves.png go ('' for none)")

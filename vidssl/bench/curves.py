@@ -49,17 +49,21 @@ def _cell(runs: list[dict], metric: str) -> str:
     return _mean_std(values) if values else "—"
 
 
-def render(results: dict[tuple[str, int], list[dict]], epochs: list[int], seeds: list[int]) -> str:
+def render(results: dict[tuple[str, int], list[dict]], epochs: list[int], seeds: list[int],
+           row_names: list[str] | None = None, dynamics: str = "arrow") -> str:
     """Markdown: per metric, rows x budgets (steps), mean ± std over the seeds; then CPU minutes."""
     rows = [row for row in ROWS if any((row.label, e) in results for e in epochs)]
     head = "| row | " + " | ".join(f"{e * STEPS_PER_EPOCH} steps" for e in epochs) + " |"
     rule = "|---|" + "---:|" * len(epochs)
-    lines = [f"Built-in videos (arrow dynamics), each method's laptop config trained for {', '.join(map(str, epochs))} "
+    lines = [f"Built-in videos ({dynamics} dynamics), each method's laptop config trained for "
+             f"{', '.join(map(str, epochs))} "
              f"epochs ({STEPS_PER_EPOCH} steps each); seeds {', '.join(map(str, seeds))}; frozen features, "
              "test videos from unseen recording groups (%; chance: motion 10, appearance 20, direction and "
              "probes 50). The supervised row is TSN from random init on the motion labels for the same epochs. "
              f"Made by `vidssl bench curves --epochs {','.join(map(str, epochs))} "
-             f"--seeds {','.join(map(str, seeds))}`."]
+             f"--seeds {','.join(map(str, seeds))}"
+             + (f" --rows \"{','.join(row_names)}\"" if row_names else "")
+             + (f" --dynamics {dynamics}" if dynamics != "arrow" else "") + "`."]
     for metric, title in METRICS.items():
         lines += ["", f"**{title}**", "", head, rule]
         for row in rows:
@@ -111,7 +115,7 @@ def plot(results: dict[tuple[str, int], list[dict]], epochs: list[int], path: Pa
 
 def run_curves(epochs: list[int], seeds: list[int], root: str | Path, docs: str | Path | None,
                rows: list[str] | None = None, num_workers: int = 2, extra: list[str] | None = None,
-               eval_videos: int = 400) -> str:
+               eval_videos: int = 400, dynamics: str = "arrow") -> str:
     """Run (or reuse) every (row, budget, seed); write ``<docs>/curves.md`` and ``curves.png``."""
     known = {name for row in ROWS for name in (row.slug, row.label)}
     missing = [r for r in rows or [] if r not in known]
@@ -123,14 +127,15 @@ def run_curves(epochs: list[int], seeds: list[int], root: str | Path, docs: str 
     root = Path(root)
     results: dict[tuple[str, int], list[dict]] = {}
     for e in sorted(epochs):  # the cheap budgets first: an early stop still leaves whole curves' starts
-        budget = Budget(epochs=e, eval_videos=eval_videos, num_workers=num_workers, extra=list(extra or []))
+        budget = Budget(epochs=e, eval_videos=eval_videos, num_workers=num_workers, extra=list(extra or []),
+                        dynamics=dynamics)
         for seed in seeds:
             for row in ROWS:
                 if rows and row.slug not in rows and row.label not in rows:
                     continue
                 print(f"[curves] {row.label} / {e} epochs / seed {seed}", flush=True)
                 results.setdefault((row.label, e), []).append(run_one(row, seed, budget, root / f"epochs{e}"))
-    text = render(results, sorted(epochs), seeds)
+    text = render(results, sorted(epochs), seeds, rows, dynamics)
     if docs:
         out = Path(docs)
         out.mkdir(parents=True, exist_ok=True)

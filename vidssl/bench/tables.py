@@ -164,6 +164,14 @@ class Budget:
     eval_videos: int = 400  # the built-in set's size for evaluation (its default split: 300 train, 100 test)
     num_workers: int = 2
     extra: list[str] = field(default_factory=list)  # overrides applied to every row
+    dynamics: str = "arrow"  # the built-in videos' dynamics, in pretraining and evaluation alike
+
+    def overrides(self) -> list[str]:
+        """What every row's config gets: ``extra`` and, when not the default, the dynamics."""
+        return [*self.extra, *([f"data.synthetic_dynamics={self.dynamics}"] if self.dynamics != "arrow" else [])]
+
+    def eval_data(self, labels: str) -> EvalData:
+        return EvalData(labels=labels, synthetic_videos=self.eval_videos, synthetic_dynamics=self.dynamics)
 
 
 def _pretrain(row: Row, seed: int, budget: Budget, out: Path) -> tuple[str, float]:
@@ -175,9 +183,9 @@ def _pretrain(row: Row, seed: int, budget: Budget, out: Path) -> tuple[str, floa
         return f"{row.method}:{seed}", 0.0
     if row.method.startswith("supervised:"):
         return _supervised(row.method.split(":", 1)[1], seed, budget, out)
-    cfg = load_config(row.config, [*budget.extra, *row.overrides, f"train.seed={seed}", f"train.epochs={budget.epochs}",
-                               f"train.out={out}", f"data.num_workers={budget.num_workers}", "train.log_every=50"],
-                      row.method)
+    overrides = [*budget.overrides(), *row.overrides, f"train.seed={seed}", f"train.epochs={budget.epochs}",
+                 f"train.out={out}", f"data.num_workers={budget.num_workers}", "train.log_every=50"]
+    cfg = load_config(row.config, overrides, row.method)
     checkpoint = out / "checkpoint.pt"
     start = time.perf_counter()
     train(cfg, str(checkpoint) if checkpoint.is_file() else None)
@@ -200,7 +208,7 @@ def _supervised(arch: str, seed: int, budget: Budget, out: Path) -> tuple[str, f
     recipe = FinetuneRecipe(segments=3, clip_len=encoder.clip_len, epochs=budget.epochs, lr=SUPERVISED_LR,
                             seed=seed, flip=0.0)
     start = time.perf_counter()
-    finetune(encoder, EvalData(labels="motion", synthetic_videos=budget.eval_videos), recipe, budget.num_workers)
+    finetune(encoder, budget.eval_data("motion"), recipe, budget.num_workers)
     write_export(encoder.backbone, export, mean=list(encoder.mean), std=list(encoder.std),
                  input_size=encoder.input_size, frames=encoder.clip_len, stride=1, method="supervised")
     return str(export), time.perf_counter() - start
@@ -220,11 +228,11 @@ def evaluate(spec: str, budget: Budget, cache: Path) -> dict[str, float]:
     kind = "clips" if enc.backbone.kind == "3d" else "frames"
     num = budget.eval_clips if kind == "clips" else 30
     protocol = Protocol(kind, num, max(enc.clip_len, 1 if kind == "frames" else 8), enc.stride, 1, enc.input_size)
-    motion = EvalData(labels="motion", synthetic_videos=budget.eval_videos)
+    motion = budget.eval_data("motion")
     feats = {s: extract(enc, motion, s, protocol, cache) for s in ("train", "test")}
     out: dict[str, float] = {}
     for labels in ("motion", "appearance"):
-        data = EvalData(labels=labels, synthetic_videos=budget.eval_videos)
+        data = budget.eval_data(labels)
         tr, te = (_relabel(feats[s], data, s) for s in ("train", "test"))
         svm = linear_svm(tr.features, tr.labels, te.features, te.labels, len(tr.class_names))
         r = retrieve(te, tr, (1, 5))["metrics"]
@@ -243,7 +251,7 @@ def evaluate(spec: str, budget: Budget, cache: Path) -> dict[str, float]:
 
 def _result_file(row: Row, seed: int, budget: Budget, root: Path) -> Path:
     """Where (row, seed) under ``budget`` keeps its result; its run folder is the parent."""
-    return root / "runs" / row.run_key(budget.extra) / f"seed{seed}" / "result.json"
+    return root / "runs" / row.run_key(budget.overrides()) / f"seed{seed}" / "result.json"
 
 
 def finished_result(row: Row, seed: int, budget: Budget, root: Path) -> dict | None:

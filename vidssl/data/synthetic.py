@@ -60,7 +60,7 @@ FLIP_INVARIANT_PAIRS = [(2, 3), (4, 5)]  # MoveUp/MoveDown, Approach/Recede: a m
 SHAPES = ("Circle", "Square", "Triangle", "Cross", "Ring")
 ARROWS = ("Forward", "Backward")
 LABEL_SETS = ("motion", "appearance", "arrow")
-DYNAMICS = ("arrow", "reversible")
+DYNAMICS = ("arrow", "friction", "reversible")
 INK_STEPS = 24  # moments at which the actor deposits ink (evenly spaced over the video)
 INK_ALPHA = 0.15  # opacity of one deposit; deposits compound
 INK_SPREAD = 0.6  # a deposit's growth over the whole video, in actor sizes
@@ -204,6 +204,11 @@ class SyntheticVideos:
         if self.num_videos < 1 or self.size < 8 or self.frames < 1:
             raise ValueError("need num_videos >= 1, size >= 8 and frames >= 1")
 
+    @property
+    def irreversible(self) -> bool:
+        """Decelerating actor and falling distractors (``arrow`` adds ink; ``friction`` has none)."""
+        return self.dynamics != "reversible"
+
     # ----- catalogue -------------------------------------------------------------------------
     def motion_of(self, i: int) -> int:
         return i % len(MOTIONS)
@@ -289,10 +294,10 @@ class SyntheticVideos:
         )
         distractors = []
         for _ in range(int(g.integers(1, 3))):
-            radius = float(g.uniform(0.05, 0.08) * s * (DROP_SCALE if self.dynamics == "arrow" else 1.0))
+            radius = float(g.uniform(0.05, 0.08) * s * (DROP_SCALE if self.irreversible else 1.0))
             obj = _Object(SHAPES[int(g.integers(len(SHAPES)))], (g.uniform(0, 255, 3), g.uniform(0, 255, 3)),
                           int(g.integers(3)), float(g.uniform(3, 8)), radius)
-            if self.dynamics == "arrow":  # dropped from the upper half: falls, bounces, rests
+            if self.irreversible:  # dropped from the upper half: falls, bounces, rests
                 start = np.array([g.uniform(0.1, 0.9), g.uniform(0.1, 0.45)]) * s
                 path = fall(start, float(g.uniform(-0.4, 0.4) * s), obj.radius, s)
             else:  # a straight drift at constant speed
@@ -314,7 +319,7 @@ class SyntheticVideos:
         dynamics both twins decelerate; reversible ones move at constant speed, and a twin is the
         other played backwards."""
         pair, backwards = divmod(motion, 2)
-        progress = ease_out(u) if self.dynamics == "arrow" else u
+        progress = ease_out(u) if self.irreversible else u
         v = 1.0 - progress if backwards else progress
         cx, cy = p["actor_pos"]
         d = p["travel"]
@@ -376,7 +381,7 @@ class SyntheticVideos:
             w += np.sin(f * (math.cos(a) * bx + math.sin(a) * by))
         w = (0.5 + 0.25 * w / 2)[..., None]  # a soft background: the actor must stand out
         img = w * scene["bg_colors"][0] + (1 - w) * scene["bg_colors"][1]
-        if self.dynamics == "arrow":
+        if self.dynamics == "arrow":  # friction: the same motion, no ink
             self._ink(img, self.motion_of(i), u, p, xx, yy)
         for obj, path in p["distractors"]:
             self._paint(img, obj, *path[round(u * (len(path) - 1))], 1.0, 0.0, 1.0, xx, yy)

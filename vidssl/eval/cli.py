@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from vidssl.data.synthetic import DYNAMICS
 from vidssl.engine.threads import intra_op_threads
 from vidssl.errors import VidsslError
 from vidssl.eval.data import EvalData
@@ -33,7 +34,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-size", type=int, default=64)
     p.add_argument("--synthetic-seed", type=int, default=0)
     p.add_argument("--synthetic-clips-per-group", type=int, default=2)
-    p.add_argument("--synthetic-dynamics", default="arrow", choices=("arrow", "reversible"))
+    p.add_argument("--synthetic-dynamics", default="arrow", choices=DYNAMICS)
     p.add_argument("--out", default="runs/eval", help="results folder (JSON + results.md)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=threads_arg, default=0,
