@@ -401,7 +401,9 @@ def test_bench_curves_trains_reuses_runs_and_reports(tmp_path, monkeypatch):
     kw = dict(num_workers=0, extra=["data.synthetic_videos=40", "train.batch_size=8"], eval_videos=100)
     text = curves.run_curves([1], [0], tmp_path / "runs", tmp_path / "docs", **kw)
     assert "| SeCo |" in text and "| supervised (tiny2d) |" in text and f"{curves.STEPS_PER_EPOCH} steps" in text
-    assert "—" not in text.split("**CPU minutes")[0]  # every metric of every row
+    frozen, own = text.split("**CPU minutes")[0].split("**motion, the supervised network's own")
+    assert "—" not in frozen  # every frozen-feature metric of every row
+    assert "| SeCo | — |" in own and "| supervised (tiny2d) | —" not in own  # only a supervised row has its own
     assert (tmp_path / "docs" / "curves.png").stat().st_size > 1000
     export = next((tmp_path / "runs" / "epochs1").rglob("supervised.safetensors"))
     trained, random = load_encoder(str(export)), load_encoder("random:tiny2d:0")

@@ -126,8 +126,37 @@ def test_corp_m_and_simclr_train_steps():
     s = SimCLR(SimCLRConfig(**SMALL), Backbone("tiny3d"))
     loss, parts = s([torch.randn(4, 3, 4, 16, 16) for _ in range(2)], {"starts": torch.zeros(4, 2)})
     assert set(parts) == {"contrast"} and not hasattr(s, "order_head")
-    with pytest.raises(ValueError, match="must be even"):
-        m([torch.randn(3, 3, 4, 16, 16) for _ in range(3)], {"starts": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="needs 2 or more"):
+        m([torch.randn(1, 3, 4, 16, 16) for _ in range(3)], {"starts": torch.zeros(1, 3)})
+
+
+def test_corp_m_pairs_every_two_videos_against_a_hand_written_loop():
+    """(B^2 - B)/2 video pairs, each with its 2K(2K-1) ordered clip pairs and the 3-way label,
+    cross-entropy summed over clip pairs and averaged over video pairs (CORP Sec. 3.2); an odd
+    batch is fine."""
+    torch.manual_seed(0)
+    m = CORPm(CORPConfig(num_clips=2, relation="mixed", **SMALL), Backbone("tiny3d")).eval()
+    b, k = 3, 2
+    views = [torch.randn(b, 3, 4, 16, 16) for _ in range(k)]
+    starts = torch.tensor([[0, 30], [50, 10], [5, 40]])
+    loss, _ = m(views, {"starts": starts})
+    with torch.no_grad():
+        z = m.embed(torch.cat(views)).view(k, b, -1)  # z[clip, video]
+    total, video_pairs = 0.0, 0
+    for v in range(b):
+        for w in range(v + 1, b):
+            video_pairs += 1
+            clips = [(v, c) for c in range(k)] + [(w, c) for c in range(k)]
+            for a in clips:
+                for c in clips:
+                    if a == c:
+                        continue
+                    label = 0 if a[0] != c[0] else (1 if starts[a[0], a[1]] <= starts[c[0], c[1]] else 2)
+                    with torch.no_grad():
+                        logits = m.relation(z[a[1], a[0]][None], z[c[1], c[0]][None])[0]
+                    total += float(-torch.log_softmax(logits, -1)[label])
+    assert video_pairs == 3
+    assert math.isclose(float(loss), total / video_pairs, rel_tol=1e-4)
 
 
 def test_corp_configs_and_validation():

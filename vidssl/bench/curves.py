@@ -38,6 +38,7 @@ METRICS = {
     "appearance_knn": "appearance, kNN", "direction": "direction given the pair (SVM, all pairs)",
     "direction_unflipped": "direction given the pair (SVM, up/down and approach/recede)",
     "arrow": "arrow-of-time probe", "clip_order": "clip-order probe",
+    "finetune": "motion, the supervised network's own test top-1 (TSN, end to end)",
 }
 # the built-in training split (300 of the 400 videos) at the laptop configs' batch of 16
 STEPS_PER_EPOCH = len(DataConfig().synthetic().source("train")) // 16

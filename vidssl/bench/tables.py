@@ -24,6 +24,7 @@ import torch
 
 from vidssl.data.synthetic import FLIP_INVARIANT_PAIRS, MOTION_PAIRS
 from vidssl.engine.config import CONFIG_DIR, laptop_config, load_config
+from vidssl.engine.export import export_meta
 from vidssl.engine.train import TrainingError
 from vidssl.errors import ConfigError
 from vidssl.eval.data import EvalData
@@ -197,7 +198,8 @@ SUPERVISED_LR = 0.1  # TSN from scratch (fine-tuning's default 0.01 is for pretr
 
 def _supervised(arch: str, seed: int, budget: Budget, out: Path) -> tuple[str, float]:
     """The supervised ceiling: ``arch`` from random init, TSN-trained on the motion labels for the
-    budget's epochs (flip off: the labels name directions), exported; its spec and seconds."""
+    budget's epochs (flip off: the labels name directions), exported with its own test top-1
+    (``finetune_top1``); its spec and seconds."""
     from vidssl.engine.export import write_export
     from vidssl.eval.finetune import FinetuneRecipe, finetune
 
@@ -208,9 +210,10 @@ def _supervised(arch: str, seed: int, budget: Budget, out: Path) -> tuple[str, f
     recipe = FinetuneRecipe(segments=3, clip_len=encoder.clip_len, epochs=budget.epochs, lr=SUPERVISED_LR,
                             seed=seed, flip=0.0)
     start = time.perf_counter()
-    finetune(encoder, budget.eval_data("motion"), recipe, budget.num_workers)
+    report = finetune(encoder, budget.eval_data("motion"), recipe, budget.num_workers)
     write_export(encoder.backbone, export, mean=list(encoder.mean), std=list(encoder.std),
-                 input_size=encoder.input_size, frames=encoder.clip_len, stride=1, method="supervised")
+                 input_size=encoder.input_size, frames=encoder.clip_len, stride=1, method="supervised",
+                 finetune_top1=report["top1"])
     return str(export), time.perf_counter() - start
 
 
@@ -276,6 +279,8 @@ def run_one(row: Row, seed: int, budget: Budget, root: Path) -> dict:
     else:
         start = time.perf_counter()
         metrics = evaluate(spec, budget, root / "features")
+        if row.method.startswith("supervised:"):  # the network's own test accuracy, beside its frozen features'
+            metrics["finetune"] = export_meta(spec)["finetune_top1"]
         result = {"row": asdict(row), "seed": seed, "budget": asdict(budget), "metrics": metrics,
                   "pretrain_seconds": seconds, "eval_seconds": time.perf_counter() - start}
     tmp = result_file.with_suffix(".tmp")

@@ -159,13 +159,15 @@ class CORPm(_ClipEncoder):
     def forward(self, views: list[torch.Tensor], info: dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         k, b = len(views), views[0].shape[0]
-        if b % 2:
-            raise ValueError(f"CORP_m pairs the videos of a batch: the per-rank batch must be even, got {b}")
+        if b < 2:
+            raise ValueError(f"CORP_m pairs the videos of a batch: the per-rank batch needs 2 or more, got {b}")
         z = self.embed(torch.cat(views)).view(k, b, -1).transpose(0, 1)  # (B, K, d)
-        starts = info["starts"]  # (B, K)
-        pairs = b // 2
-        z_pairs = z.reshape(pairs, 2 * k, -1)  # video 2p's K clips, then video 2p+1's
-        starts_pairs = starts.reshape(pairs, 2 * k)
+        # every two videos of the rank's batch, (B^2 - B) / 2 pairs (CORP Sec. 3.2): video p's K
+        # clips, then video q's, each pair with its 2K(2K-1) ordered clip pairs
+        p, q = torch.triu_indices(b, b, offset=1, device=z.device)
+        pairs = len(p)
+        z_pairs = torch.cat([z[p], z[q]], 1)  # (pairs, 2K, d)
+        starts_pairs = torch.cat([info["starts"][p], info["starts"][q]], 1)
         video = torch.arange(2 * k, device=z.device) // k
         i, j, labels = corp_pair_labels(video, starts_pairs)  # labels (P, 2K(2K-1))
         zi, zj, labels = z_pairs[:, i], z_pairs[:, j], labels.flatten()
