@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from vidssl.engine.config import load_config
 from vidssl.engine.optim import build_optimizer, lr_at, param_groups
 from vidssl.models.heads import MultiHeadEncoder, mlp
 from vidssl.modules.batch_norm import batch_norm_per_group, forward_per_group
@@ -95,6 +96,22 @@ def test_fused_optimizer_matches_the_loop():
                 opt.zero_grad()
         for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_decay_all_decays_biases_and_norms_as_the_official_code():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    for decay_all, decayed in ((False, 1), (True, 4)):  # the weight only, or weight, bias, gamma, beta
+        groups = build_optimizer("sgd", model, 0.1, 0.9, 0.5, decay_all).param_groups
+        assert sum(len(g["params"]) for g in groups if g["weight_decay"] == 0.5) == decayed
+    # one SGD step with zero gradient: the bias shrinks by lr * wd only when everything is decayed
+    with torch.no_grad():
+        model[0].bias.fill_(1.0)
+    opt = build_optimizer("sgd", model, 0.1, 0.0, 0.5, decay_all=True)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(model[0].bias, torch.full((3,), 1.0 - 0.1 * 0.5))
+    assert load_config("seco_kinetics400").optim.decay_all and not load_config("corp_f_kinetics400").optim.decay_all
 
 
 def test_queue_snapshot_is_a_copy_of_the_keys():

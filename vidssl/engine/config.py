@@ -83,6 +83,7 @@ class OptimConfig:
     ref_batch: int = 16
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    decay_all: bool = False  # decay biases and norms too (the official MoCo, SeCo and VCLR code does)
     warmup_epochs: float = 2.0
     schedule: str = "cosine"  # cosine | step
     milestones: list[float] = field(default_factory=lambda: [0.7])  # step schedule, fractions

@@ -48,13 +48,14 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
-def param_groups(model: nn.Module, weight_decay: float, lars: bool = False) -> list[dict]:
-    """Weight decay (and LARS adaptation) on weights of rank >= 2 only; none on biases and norms.
-    ``lars``: tag each group with whether :class:`LARS` adapts it (the groups of that optimizer)."""
+def param_groups(model: nn.Module, weight_decay: float, lars: bool = False, decay_all: bool = False) -> list[dict]:
+    """Weight decay (and LARS adaptation) on weights of rank >= 2 only; none on biases and norms,
+    unless ``decay_all`` (the official MoCo, SeCo and VCLR code decays every parameter). ``lars``:
+    tag each group with whether :class:`LARS` adapts it (the groups of that optimizer)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim >= 2 or decay_all else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if lars:
         groups[0]["lars"], groups[1]["lars"] = True, False
@@ -69,9 +70,9 @@ def fused_available(params: list[torch.Tensor]) -> bool:
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, momentum: float,
-                    weight_decay: float) -> torch.optim.Optimizer:
+                    weight_decay: float, decay_all: bool = False) -> torch.optim.Optimizer:
     """Build after the model is on its device (the fused kernels are chosen by device)."""
-    groups = param_groups(model, weight_decay, lars=name == "lars")
+    groups = param_groups(model, weight_decay, lars=name == "lars", decay_all=decay_all)
     fused = fused_available([p for g in groups for p in g["params"]])
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)

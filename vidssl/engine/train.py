@@ -368,7 +368,8 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None, asked: set[str]
     dataset = build_dataset(cfg)
     plan = Plan.make(cfg, len(dataset), ctx.world_size)
     method = build_method(cfg, ctx.distributed).to(ctx.device)
-    optimizer = build_optimizer(cfg.optim.name, method, plan.lr, cfg.optim.momentum, cfg.optim.weight_decay)
+    optimizer = build_optimizer(cfg.optim.name, method, plan.lr, cfg.optim.momentum, cfg.optim.weight_decay,
+                                cfg.optim.decay_all)
     step = 0 if state is None else load_training_state(state, method, optimizer, ctx.device, resume)
     model: nn.Module = method
     if ctx.distributed:
