@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU speed reports of docs/benchmarks.md ("GPU"), regenerated in one command:
 #
-#     benchmarks/gpu_speed.sh OUT_DIR [eager|losses|compiled|graphs|scale|scale-graphs|all]
+#     benchmarks/gpu_speed.sh OUT_DIR [eager|losses|compiled|graphs|scale|scale-graphs|syncbn|all]
 #
 # `vidssl bench speed` on CUDA in bf16 autocast and channels-last, eager, with torch.compile and
 # with torch.compile's CUDA graphs (`graphs`: --compile-mode reduce-overhead),
@@ -10,7 +10,8 @@
 # classification-shaped loss compiled against eager (benchmarks/compile_losses.py); `scale`: larger
 # batches (ResNet-18 at 112 px, batch 128 for the frame methods; R3D-18 at 112 px, batch 32 for the clip
 # methods) and ResNet-50 at 224 px;
-# `scale-graphs`: the same with CUDA graphs (ResNet-50 only with SIZES=224).
+# `scale-graphs`: the same with CUDA graphs (ResNet-50 only with SIZES=224); `syncbn`:
+# benchmarks/sync_bn_check.py on every GPU (model.sync_bn's statistics are the global batch's).
 # Every invocation (compiled: one per method) runs under its own time limit (LIMIT seconds,
 # default 300) and leaves its report in OUT_DIR/NAME/speed.md, its log in OUT_DIR/NAME.log; the
 # archive PACK (default OUT_DIR/reports.tar.gz) of all of them is refreshed after each, so a
@@ -18,7 +19,7 @@
 # timed steps (default 20); for the compiled parts, METHODS picks methods (default all seven, comma
 # separated) and SIZES the configs (default "laptop 112").
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|losses|compiled|graphs|scale|scale-graphs|all]}
+out=${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [eager|losses|compiled|graphs|scale|scale-graphs|syncbn|all]}
 part=${2:-all}
 py=${PYTHON:-python3}
 limit=${LIMIT:-300}
@@ -104,4 +105,10 @@ if [[ $part == scale || $part == all ]]; then
 fi
 if [[ $part == scale-graphs || $part == all ]]; then  # the same with CUDA graphs (ResNet-50: SIZES=224)
   scale graphs_ --compile-mode reduce-overhead
+fi
+if [[ $part == syncbn || $part == all ]]; then  # model.sync_bn: global-batch statistics on every GPU
+  gpus=$(nvidia-smi --list-gpus | wc -l)
+  timeout "$limit" "$py" -m torch.distributed.run --nproc_per_node "$gpus" benchmarks/sync_bn_check.py 2>&1 \
+    | tee "$out/sync_bn.txt"
+  pack
 fi

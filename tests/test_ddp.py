@@ -98,6 +98,34 @@ def test_documented_torchrun_pretrain_command(tmp_path, method):
     assert "2 rank(s) x 4" in res.stderr
 
 
+def test_sync_bn_converts_every_batch_norm_on_cuda_ranks_and_keeps_the_checkpoint_keys():
+    from torch import nn
+
+    from vidssl.engine.config import load_config
+    from vidssl.engine.distributed import DistContext
+    from vidssl.engine.train import build_method, sync_batch_norm
+
+    cfg = load_config(None, [], "corp_f")
+    method = build_method(cfg, distributed=True)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    cpu = sync_batch_norm(method, DistContext(0, 2, 0, torch.device("cpu")))
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in cpu.modules())  # PyTorch's runs on GPUs only
+    converted = sync_batch_norm(method, DistContext(0, 2, 0, torch.device("cuda", 0)))  # converting needs no GPU
+    norms = [m for m in converted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    assert len([m for m in converted.backbone.modules() if isinstance(m, nn.SyncBatchNorm)]) > 0
+    after = converted.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_sync_bn_on_cpu_ranks_trains_with_per_rank_statistics_and_says_so(tmp_path):
+    run = tmp_path / "run"
+    res = torchrun(["-m", "vidssl.cli", "pretrain", "--method", "corp_f", "--out", str(run), "model.sync_bn=true",
+                    "data.synthetic_videos=40", "data.synthetic_size=32", "data.synthetic_frames=16",
+                    "data.num_workers=0", "train.batch_size=8", "train.max_steps=2"], cwd=tmp_path)
+    assert (run / "checkpoint.pt").is_file() and "SyncBatchNorm runs only on CUDA devices" in res.stderr
+
+
 @pytest.mark.slow
 def test_mlfo_pretrains_under_torchrun_across_its_stages(tmp_path):
     """Stage one leaves the prototypes (frozen) and the lower-level heads (no graph loss yet)

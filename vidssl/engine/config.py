@@ -74,6 +74,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     arch: str = "auto"  # auto: tiny3d for methods that take clips, tiny2d for frame methods
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CORP, MLFO, CVRL); shuffle-BN methods keep it off
 
 
 @dataclass

@@ -66,6 +66,21 @@ def build_method(cfg: Config, distributed: bool) -> Method:
     return METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), distributed)
 
 
+def sync_batch_norm(method: Method, ctx: DistContext) -> Method:
+    """``model.sync_bn``: every BatchNorm of the method (backbone and heads) becomes a SyncBatchNorm,
+    whose statistics are the global batch's, under DDP on CUDA. PyTorch's SyncBatchNorm runs only on
+    GPUs: CPU ranks keep per-rank BatchNorm, with a warning. The state-dict keys do not change, so
+    checkpoints load either way."""
+    if not ctx.distributed:
+        return method
+    if ctx.device.type != "cuda":
+        if ctx.is_main:
+            log.warning("model.sync_bn: SyncBatchNorm runs only on CUDA devices; these CPU ranks keep "
+                        "per-rank BatchNorm statistics")
+        return method
+    return nn.SyncBatchNorm.convert_sync_batchnorm(method)
+
+
 def build_dataset(cfg: Config) -> VideoDataset:
     source, opener = build_source(cfg)
     spec = METHODS[cfg.method].data_spec(cfg.method_config())
@@ -367,7 +382,8 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None, asked: set[str]
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
     plan = Plan.make(cfg, len(dataset), ctx.world_size)
-    method = build_method(cfg, ctx.distributed).to(ctx.device)
+    method = build_method(cfg, ctx.distributed)
+    method = (sync_batch_norm(method, ctx) if cfg.model.sync_bn else method).to(ctx.device)
     optimizer = build_optimizer(cfg.optim.name, method, plan.lr, cfg.optim.momentum, cfg.optim.weight_decay,
                                 cfg.optim.decay_all)
     step = 0 if state is None else load_training_state(state, method, optimizer, ctx.device, resume)
