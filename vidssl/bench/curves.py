@@ -117,7 +117,8 @@ def plot(results: dict[tuple[str, int], list[dict]], epochs: list[int], path: Pa
 def run_curves(epochs: list[int], seeds: list[int], root: str | Path, docs: str | Path | None,
                rows: list[str] | None = None, num_workers: int = 2, extra: list[str] | None = None,
                eval_videos: int = 400, dynamics: str = "arrow") -> str:
-    """Run (or reuse) every (row, budget, seed); write ``<docs>/curves.md`` and ``curves.png``."""
+    """Run (or reuse) every (row, budget, seed); write ``<docs>/curves.md`` and ``curves.png``
+    (``curves_<dynamics>.*`` for other dynamics than ``arrow``)."""
     known = {name for row in ROWS for name in (row.slug, row.label)}
     missing = [r for r in rows or [] if r not in known]
     if missing:
@@ -140,6 +141,8 @@ def run_curves(epochs: list[int], seeds: list[int], root: str | Path, docs: str 
     if docs:
         out = Path(docs)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "curves.md").write_text("# Learning curves\n\n" + text + "\n![curves](curves.png)\n")
-        plot(results, sorted(epochs), out / "curves.png")
+        name = "curves" if dynamics == "arrow" else f"curves_{dynamics}"
+        title = "Learning curves" + ("" if dynamics == "arrow" else f" ({dynamics} dynamics)")
+        (out / f"{name}.md").write_text(f"# {title}\n\n{text}\n![curves]({name}.png)\n")
+        plot(results, sorted(epochs), out / f"{name}.png")
     return text
