@@ -33,7 +33,7 @@ def syncs_of_one_step(method_name: str, overrides: list[str]) -> collections.Cou
     batch = next(iter(DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate_samples)))
     views = [v.to(device) for v in batch["views"]]
     info = {k: v.to(device) for k, v in batch["info"].items()}
-    model = build_method(cfg, False).to(device)
+    model = build_method(cfg, False)[0].to(device)
     if hasattr(model, "set_epoch"):
         model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # every loss term active
     optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)

@@ -23,7 +23,8 @@ from vidssl.engine.train import build_method, sync_batch_norm
 
 def main() -> int:
     ctx = setup("cuda", 120)
-    method = sync_batch_norm(build_method(load_config(None, [], "corp_f"), ctx.distributed), ctx).to(ctx.device)
+    method, _ = build_method(load_config(None, [], "corp_f"), ctx.distributed)
+    method = sync_batch_norm(method, ctx).to(ctx.device)
     bn = next(m for m in method.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
     bn.train()
     bn.reset_running_stats()

@@ -114,7 +114,7 @@ def test_replayed_backbone_outputs_give_the_step_without_its_backbone(method):
     torch.manual_seed(0)
     dataset = build_dataset(cfg)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(4)])
-    model = build_method(cfg, False).train()
+    model = build_method(cfg, False)[0].train()
     fresh = copy.deepcopy(model)
     recorder = BackboneRecorder(model)
     with recorder.recording():

@@ -106,7 +106,7 @@ def test_sync_bn_converts_every_batch_norm_on_cuda_ranks_and_keeps_the_checkpoin
     from vidssl.engine.train import build_method, sync_batch_norm
 
     cfg = load_config(None, [], "corp_f")
-    method = build_method(cfg, distributed=True)
+    method, _ = build_method(cfg, distributed=True)
     before = {k: v.clone() for k, v in method.state_dict().items()}
     cpu = sync_batch_norm(method, DistContext(0, 2, 0, torch.device("cpu")))
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in cpu.modules())  # PyTorch's runs on GPUs only

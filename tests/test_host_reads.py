@@ -38,7 +38,7 @@ def laptop_step(method: str, overrides: list[str]) -> tuple[Config, torch.nn.Mod
     torch.manual_seed(0)
     batch = next(iter(DataLoader(build_dataset(cfg), batch_size=4, sampler=list(range(4)),
                                  collate_fn=collate_samples)))
-    model = build_method(cfg, False).train()
+    model = build_method(cfg, False)[0].train()
     if hasattr(model, "set_epoch"):
         model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)
     return cfg, model, batch

@@ -178,7 +178,7 @@ def test_frame_heads_default_to_the_backbones_feature_size():
 
     for method in ("seco", "moco", "vclr"):
         for overrides, hidden in (([], 128), ([f"{method}.head_hidden=40"], 40)):
-            model = build_method(load_config(None, ["model.arch=tiny2d", *overrides], method), False)
+            model, _ = build_method(load_config(None, ["model.arch=tiny2d", *overrides], method), False)
             heads = model.encoders.encoder_q.heads
             assert {name: (h[0].in_features, h[0].out_features, h[2].out_features) for name, h in heads.items()} \
                 == {name: (128, hidden, 128) for name in heads}, method

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vidssl.data.synthetic import DYNAMICS
 from vidssl.errors import VidsslError
+from vidssl.models.init import FORMATS
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -169,6 +170,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from vidssl.engine.export import write_export
+    from vidssl.models.backbones import ARCHS, Backbone
+    from vidssl.models.init import init_backbone
+
+    if args.arch not in ARCHS:
+        raise VidsslError(f"--arch: unknown backbone {args.arch!r}; choose one of {', '.join(ARCHS)}")
+    backbone = Backbone(args.arch)
+    report = init_backbone(backbone, args.src, args.format)
+    print(report.describe())
+    frames = args.frames or (16 if backbone.kind == "3d" else 1)
+    weights, meta = write_export(backbone, args.out, mean=args.mean, std=args.std, input_size=args.size,
+                                 frames=frames, stride=1, method=f"import:{report.format}",
+                                 source_weights=str(Path(args.src).resolve()))
+    print(f"wrote {weights} and {meta}")
+    return 0
+
+
 def cmd_bench_tables(args: argparse.Namespace) -> int:
     from vidssl.bench.tables import TABLES, Budget, run_tables
 
@@ -300,6 +319,17 @@ def _add_training_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint")
     p.add_argument("out", help="OUT.safetensors or OUT.pt")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="convert weights trained elsewhere (torchvision, MoCo, SeCo, VCLR) to an export")
+    p.add_argument("format", choices=FORMATS)
+    p.add_argument("src", help="the weights file (.pth, .pth.tar, .pt or .safetensors)")
+    p.add_argument("out", help="OUT.safetensors or OUT.pt (with OUT.json)")
+    p.add_argument("--arch", required=True, help="the backbone the weights belong to (resnet50, r3d_18, ...)")
+    p.add_argument("--size", type=int, default=224, help="the input size it was trained at (default 224)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: 1 for 2D, 16 for 3D)")
+    p.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406])
+    p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225])
+    p.set_defaults(func=cmd_import)
 
 
 def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:

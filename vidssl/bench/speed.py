@@ -195,7 +195,7 @@ class StepTimer:
         if s.channels_last:
             self.memory_format = torch.channels_last_3d if batch["views"][0].ndim == 5 else torch.channels_last
         self.views, self.info = self.to_device(batch)
-        self.model = build_method(cfg, False).to(self.device)
+        self.model = build_method(cfg, False)[0].to(self.device)
         if self.memory_format:
             to_channels_last(self.model)
         self.model.set_epoch(cfg.train.epochs - 1, cfg.train.epochs)  # the full loss (MLFO's second stage)

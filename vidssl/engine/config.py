@@ -23,6 +23,7 @@ from vidssl.data.sources import LAYOUTS
 from vidssl.data.synthetic import DYNAMICS, LABEL_SETS, SyntheticVideos
 from vidssl.errors import ConfigError
 from vidssl.methods import METHODS
+from vidssl.models.init import FORMATS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -75,6 +76,9 @@ class AugmentConfig:
 class ModelConfig:
     arch: str = "auto"  # auto: tiny3d for methods that take clips, tiny2d for frame methods
     sync_bn: bool = False  # SyncBatchNorm across ranks (CORP, MLFO, CVRL); shuffle-BN methods keep it off
+    init: str = ""  # weights the backbone starts from (vidssl/models/init.py); "none": from scratch on purpose
+    init_format: str = "auto"  # auto | torchvision | moco | seco | vclr | vidssl
+    init_from: str = ""  # what the paper starts from: a run must then give model.init (a path, or none)
 
 
 @dataclass
@@ -327,7 +331,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.nan_policy": NAN_POLICIES, "train.device": ("auto", "cpu", "cuda"),
     "optim.name": ("sgd", "lars", "adam"), "optim.schedule": ("cosine", "step"),
     "data.backend": BACKENDS, "data.short_videos": SHORT_VIDEO_POLICIES, "data.layout": LAYOUTS,
-    "data.synthetic_labels": LABEL_SETS, "data.synthetic_dynamics": DYNAMICS,
+    "data.synthetic_labels": LABEL_SETS, "data.synthetic_dynamics": DYNAMICS, "model.init_format": FORMATS,
 }
 
 

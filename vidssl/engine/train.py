@@ -43,6 +43,7 @@ from vidssl.engine.threads import intra_op_threads
 from vidssl.errors import ConfigError, VidsslError
 from vidssl.methods import METHODS, Method
 from vidssl.models.backbones import Backbone
+from vidssl.models.init import InitReport, init_backbone
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -62,8 +63,26 @@ def build_source(cfg: Config) -> tuple[VideoSource, Any]:
     return source, FileOpener(d.backend)
 
 
-def build_method(cfg: Config, distributed: bool) -> Method:
-    return METHODS[cfg.method](cfg.method_config(), Backbone(cfg.arch()), distributed)
+def build_method(cfg: Config, distributed: bool, init: bool = False) -> tuple[Method, InitReport | None]:
+    """The method of ``cfg``; with ``init``, its backbone first takes the weights of
+    ``model.init`` (before the method copies it into a momentum encoder), reported."""
+    backbone = Backbone(cfg.arch())
+    report = None
+    if init and cfg.model.init not in ("", "none"):
+        report = init_backbone(backbone, cfg.model.init, cfg.model.init_format)
+    return METHODS[cfg.method](cfg.method_config(), backbone, distributed), report
+
+
+def check_init(cfg: Config) -> None:
+    """A paper config that names what the paper starts from (``model.init_from``) needs
+    ``model.init``: the file, or ``none`` to train from scratch, which is logged as a deviation."""
+    if not cfg.model.init_from:
+        return
+    if not cfg.model.init:
+        raise ConfigError(f"model.init: this setting starts from {cfg.model.init_from}; fetch it and give "
+                          "model.init=PATH, or model.init=none to train from scratch (a deviation from the paper)")
+    if cfg.model.init == "none":
+        log.warning("model.init=none: training from scratch, where the paper starts from %s", cfg.model.init_from)
 
 
 def sync_batch_norm(method: Method, ctx: DistContext) -> Method:
@@ -382,7 +401,9 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None, asked: set[str]
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg)
     plan = Plan.make(cfg, len(dataset), ctx.world_size)
-    method = build_method(cfg, ctx.distributed)
+    if state is None:
+        check_init(cfg)
+    method, init_report = build_method(cfg, ctx.distributed, init=state is None)
     method = (sync_batch_norm(method, ctx) if cfg.model.sync_bn else method).to(ctx.device)
     optimizer = build_optimizer(cfg.optim.name, method, plan.lr, cfg.optim.momentum, cfg.optim.weight_decay,
                                 cfg.optim.decay_all)
@@ -410,6 +431,8 @@ def start_run(cfg: Config, ctx: DistContext, resume: str | None, asked: set[str]
                        f"run folder {out}" + (f", compiled ({mode})" if mode else "")
                        + (f", resumed at step {step}" if step else ""))
         _warn_queue_size(cfg, len(dataset), logger)
+        if init_report is not None:
+            logger.message(init_report.describe())
     clip_len = getattr(cfg.method_config(), "clip_len", 8)
     monitor = build_monitor(cfg, clip_len, method.backbone.kind) if ctx.is_main else None
     return Run(cfg, ctx, plan, dataset, method, model, optimizer, step, last_step, out, logger, monitor)
