@@ -16,9 +16,10 @@ from vidssl.engine.train import train
 from vidssl.errors import ConfigError
 from vidssl.models.backbones import Backbone
 
-SMALL = ["data.synthetic_videos=40", "data.synthetic_size=32", "data.synthetic_frames=16",
-         "data.num_workers=0", "train.batch_size=8", "train.log_every=1", "augment.size=24",
-         "seco.queue_size=64", "seco.head_hidden=32"]
+# 40 videos, one clip per recording group: 30 train (3 scenes), 10 test; 3 steps per epoch at batch 8
+SMALL = ["data.synthetic_videos=40", "data.synthetic_clips_per_group=1", "data.synthetic_size=32",
+         "data.synthetic_frames=16", "data.num_workers=0", "train.batch_size=8", "train.log_every=1",
+         "augment.size=24", "seco.queue_size=64", "seco.head_hidden=32"]
 
 
 def losses(run: Path) -> dict[int, float]:
