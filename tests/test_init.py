@@ -138,3 +138,18 @@ def test_paper_configs_that_start_from_moco_require_model_init(tmp_path, resnet1
                  f"model.init={tmp_path / 'moco.pth.tar'}"]) == 0
     assert "initialised from" in capsys.readouterr().err
     assert load_config("seco_kinetics400").model.init_from.startswith("moco_v2_200ep")
+
+
+def test_eval_init_gives_a_random_encoder_other_weights(tmp_path, capsys):
+    seco = tmp_path / "seco.safetensors"
+    assert main(["pretrain", "--method", "seco", "--out", str(tmp_path / "run"), "data.synthetic_videos=40",
+                 "data.num_workers=0", "train.batch_size=8", "train.max_steps=2", "seco.queue_size=64"]) == 0
+    assert main(["export", str(tmp_path / "run" / "checkpoint.pt"), str(seco)]) == 0
+    common = ["--synthetic-videos", "40", "--synthetic-size", "32", "--synthetic-frames", "12", "--num", "2",
+              "--out", str(tmp_path / "eval")]
+    assert main(["eval", "linear", "--encoder", "random:tiny2d", "--init", str(seco), *common]) == 0
+    result = json.loads(next((tmp_path / "eval").glob("linear-*.json")).read_text())
+    assert result["encoder"]["name"] == "init:seco.safetensors" and "-init-" in result["encoder"]["fingerprint"]
+    capsys.readouterr()
+    code = main(["eval", "linear", "--encoder", str(seco), "--init", str(seco), *common])
+    assert code == 2 and "--init applies to random:ARCH encoders" in capsys.readouterr().err

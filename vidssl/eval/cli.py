@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -15,9 +16,10 @@ from vidssl.data.synthetic import DYNAMICS
 from vidssl.engine.threads import intra_op_threads
 from vidssl.errors import VidsslError
 from vidssl.eval.data import EvalData
-from vidssl.eval.encoders import Encoder, load_encoder
+from vidssl.eval.encoders import Encoder, file_hash, load_encoder
 from vidssl.eval.features import FeatureSet, Protocol, extract
 from vidssl.eval.results import write_result
+from vidssl.models.init import FORMATS, init_backbone
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -40,6 +42,22 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=threads_arg, default=0,
                    help="intra-op threads: 0 (default) the cores the workers leave, -1 PyTorch's, N")
     p.add_argument("--device", default="auto")
+    p.add_argument("--init", default="", help="weights for the random:ARCH encoders (model.init's formats, e.g. "
+                                              "ImageNet weights as a baseline row)")
+    p.add_argument("--init-format", default="auto", choices=FORMATS)
+
+
+def encoder_of(args: argparse.Namespace, spec: str) -> Encoder:
+    """``load_encoder(spec)``; a ``random:ARCH`` encoder takes ``--init``'s weights when given."""
+    enc = load_encoder(spec)
+    if not args.init:
+        return enc
+    if not spec.startswith("random:"):
+        raise VidsslError(f"--init applies to random:ARCH encoders; {spec} has its own weights")
+    report = init_backbone(enc.backbone, args.init, args.init_format)
+    print(report.describe(), file=sys.stderr)
+    return replace(enc, name=f"init:{Path(args.init).name}", source=f"{spec} + {args.init}",
+                   fingerprint=f"{enc.fingerprint}-init-{file_hash(args.init)}")
 
 
 def threads_arg(text: str) -> int:
@@ -129,7 +147,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     data, rows = eval_data(args), []
     for spec in args.encoder:
-        enc = load_encoder(spec)
+        enc = encoder_of(args, spec)
         train, test, p = _features(args, enc, data)
         _labeled(train, "linear")
         n = len(train.class_names)
@@ -160,7 +178,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     data, rows = eval_data(args), []
     ks = tuple(int(k) for k in args.ks.split(","))
     for spec in args.encoder:
-        enc = load_encoder(spec)
+        enc = encoder_of(args, spec)
         train, test, p = _features(args, enc, data)
         _labeled(train, "retrieval")
         r = retrieve(test, train, ks)
@@ -176,7 +194,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     data, rows = eval_data(args), []
     for spec in args.encoder:
-        enc = load_encoder(spec)
+        enc = encoder_of(args, spec)
         name = "supervised (scratch)" if enc.name.startswith("random") else f"{enc.name} fine-tuned"
         recipe = FinetuneRecipe(args.segments, 1 if enc.backbone.kind == "2d" else max(enc.clip_len, 4),
                                 args.epochs, args.batch_size, args.lr, test_views=args.test_views,
@@ -196,7 +214,7 @@ def cmd_order(args: argparse.Namespace) -> int:
 
     data, rows = eval_data(args), []
     for spec in args.encoder:
-        enc = load_encoder(spec)
+        enc = encoder_of(args, spec)
         p = OrderProtocol(args.frames, args.crop or enc.input_size)
         feats = {}
         for subset in ("train", "test"):
