@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from vidssl.data.decoders import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from vidssl.data.records import Problem, VideoRecord, VideoSource
@@ -281,14 +282,20 @@ def _ssv2_template(text: str) -> str:
     return text.replace("[", "").replace("]", "")
 
 
-def _ssv2_labels(path: Path) -> list[str]:
-    """``labels.json``: ``{template: id}`` with ids 0..K-1, each once; the class names in id order."""
+def _read_json(path: Path, kind: type, what: str) -> Any:
+    """A JSON file whose top level is a ``kind``; a DataError naming the file otherwise."""
     try:
-        label_map = json.loads(_read_text(path))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON ({exc})") from exc
-    if not isinstance(label_map, dict):
-        raise DataError(f"{path}: expected a mapping of template -> id, got a {type(label_map).__name__}")
+    if not isinstance(data, kind):
+        raise DataError(f"{path}: expected {what}, got a {type(data).__name__}")
+    return data
+
+
+def _ssv2_labels(path: Path) -> list[str]:
+    """``labels.json``: ``{template: id}`` with ids 0..K-1, each once; the class names in id order."""
+    label_map = _read_json(path, dict, "a mapping of template -> id")
     by_id: dict[int, str] = {}
     for name, value in label_map.items():
         k = parse_label(str(value)) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
@@ -318,12 +325,7 @@ def parse_ssv2(root: str | os.PathLike[str], subset: str = "train") -> VideoSour
         raise DataError(f"{root}: {split_name}.json not found")
     classes = _ssv2_labels(labels_file)
     label_map = {c: k for k, c in enumerate(classes)}
-    try:
-        entries = json.loads(_read_text(list_file))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{list_file}: invalid JSON ({exc})") from exc
-    if not isinstance(entries, list):
-        raise DataError(f"{list_file}: expected a list of videos, got a {type(entries).__name__}")
+    entries = _read_json(list_file, list, "a list of videos")
     vdirs = [d for d in (col.root / "20bn-something-something-v2", col.root) if d.is_dir()]
     for n, entry in enumerate(entries):
         where = f"{list_file}[{n}]"
