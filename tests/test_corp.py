@@ -130,6 +130,27 @@ def test_corp_m_and_simclr_train_steps():
         m([torch.randn(1, 3, 4, 16, 16) for _ in range(3)], {"starts": torch.zeros(1, 3)})
 
 
+def test_decoupling_attention_isolates_the_two_tasks_through_corp_m_and_corp_f():
+    """Through the methods' forward: CORP_m's contrast part reaches the symmetric G only, its order
+    part P and Q only; CORP_f's order part never reaches G."""
+    torch.manual_seed(0)
+    m = CORPm(CORPConfig(num_clips=2, **SMALL), Backbone("tiny3d"))
+    views = [torch.randn(3, 3, 4, 16, 16) for _ in range(2)]
+    _, parts = m(views, {"starts": torch.tensor([[0, 30], [50, 10], [5, 40]])})
+    head = m.relation
+    for name, reached, untouched in (("contrast", head.G, (head.P, head.Q)), ("order", head.P, (head.G,))):
+        grads = torch.autograd.grad(parts[name], [reached.weight, *(u.weight for u in untouched)], allow_unused=True,
+                                    retain_graph=True)
+        assert grads[0] is not None and grads[0].abs().sum() > 0, name
+        assert all(g is None or not g.abs().any() for g in grads[1:]), name
+    f = CORPf(CORPConfig(**SMALL), Backbone("tiny3d"))
+    starts = torch.tensor([[0, 9], [5, 1], [2, 3], [7, 0]])
+    _, parts = f([torch.randn(4, 3, 4, 16, 16) for _ in range(2)], {"starts": starts})
+    g_grad, p_grad = torch.autograd.grad(parts["order"], [f.order_head.G.weight, f.order_head.P.weight],
+                                         allow_unused=True)
+    assert (g_grad is None or not g_grad.abs().any()) and p_grad.abs().sum() > 0
+
+
 def test_corp_m_pairs_every_two_videos_against_a_hand_written_loop():
     """(B^2 - B)/2 video pairs, each with its 2K(2K-1) ordered clip pairs and the 3-way label,
     cross-entropy summed over clip pairs and averaged over video pairs (CORP Sec. 3.2); an odd

@@ -10,7 +10,14 @@ from torch import nn
 
 from vidssl.engine.config import load_config
 from vidssl.losses.contrastive import info_nce
-from vidssl.losses.mlfo import graph_loss, graph_targets, instance_loss, sinkhorn, timestamp_retrieval_loss
+from vidssl.losses.mlfo import (
+    graph_loss,
+    graph_targets,
+    instance_loss,
+    sinkhorn,
+    swapped_prediction_loss,
+    timestamp_retrieval_loss,
+)
 from vidssl.methods.mlfo import MLFO, MLFOConfig
 from vidssl.models.backbones import Backbone
 from vidssl.models.temporal import (
@@ -113,6 +120,42 @@ def test_graph_loss_with_one_hot_targets_is_the_instance_loss():
     onehot = graph_targets(z1, z2, z1, z2, torch.rand(6, 3), torch.rand(6, 3), idx, "onehot")
     assert torch.equal(onehot, torch.eye(6))
     assert torch.allclose(graph_loss(onehot, z1, z2, z1, z2, idx, 0.07), instance_loss(z1, z2, z1, z2, idx, 0.07))
+
+
+def test_swapped_prediction_against_a_hand_written_reference():
+    """L_sem (MLFO eq. 4): -sum_k s1_k log p2_k - sum_k s2_k log p1_k, p = softmax(scores / T),
+    mean over samples; written out with explicit exponentials."""
+    g = torch.Generator().manual_seed(0)
+    scores1, scores2 = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    codes1, codes2 = torch.rand(5, 7, generator=g), torch.rand(5, 7, generator=g)
+    codes1, codes2 = codes1 / codes1.sum(1, keepdim=True), codes2 / codes2.sum(1, keepdim=True)
+    t, total = 0.1, 0.0
+    for i in range(5):
+        for codes, scores in ((codes1, scores2), (codes2, scores1)):
+            e = [math.exp(float(x) / t) for x in scores[i]]
+            total -= sum(float(codes[i, k]) * math.log(e[k] / sum(e)) for k in range(7))
+    assert math.isclose(float(swapped_prediction_loss(scores1, scores2, codes1, codes2, t)), total / 5, rel_tol=1e-5)
+
+
+def test_graph_loss_with_soft_targets_against_a_hand_written_reference():
+    """L_mul (eq. 10) with soft targets E: -sum_j E_ij log q_ij for each view as anchor, where
+    q_ij puts mass h(a_i, z_j^1) + h(a_i, z_j^2) on video j != i and h(z_i^1, z_i^2) on i, summed
+    over the two views, mean over videos."""
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = F.normalize(torch.randn(4, 6, generator=g), dim=1), F.normalize(torch.randn(4, 6, generator=g), dim=1)
+    targets = torch.rand(4, 4, generator=g)
+    targets = targets / targets.sum(1, keepdim=True)
+    tau, total = 0.07, 0.0
+
+    def h(u: torch.Tensor, v: torch.Tensor) -> float:
+        return math.exp(float(u @ v) / tau)
+
+    for i in range(4):
+        for anchor in (z1[i], z2[i]):
+            mass = [h(z1[i], z2[i]) if j == i else h(anchor, z1[j]) + h(anchor, z2[j]) for j in range(4)]
+            total -= sum(float(targets[i, j]) * math.log(mass[j] / sum(mass)) for j in range(4))
+    got = graph_loss(targets, z1, z2, z1, z2, torch.arange(4), tau)
+    assert math.isclose(float(got), total / 4, rel_tol=1e-5)
 
 
 def test_graph_target_properties():
