@@ -151,6 +151,23 @@ def test_decoupling_attention_isolates_the_two_tasks_through_corp_m_and_corp_f()
     assert (g_grad is None or not g_grad.abs().any()) and p_grad.abs().sum() > 0
 
 
+def test_simclr_forward_against_a_hand_written_nt_xent():
+    """SimCLR/CVRL (CORP eq. 6 without order): for each of the 2B clips, -log of its positive's
+    exp(s/τ) over every other clip's, summed over anchors and divided by B."""
+    torch.manual_seed(0)
+    s = SimCLR(SimCLRConfig(**SMALL), Backbone("tiny3d")).eval()
+    views = [torch.randn(3, 3, 4, 16, 16) for _ in range(2)]
+    loss, parts = s(views, {"starts": torch.zeros(3, 2)})
+    with torch.no_grad():
+        z = s.embed(torch.cat(views))  # clips a (0..2), then clips b (3..5)
+    total = 0.0
+    for i in range(6):
+        sims = [math.exp(float(z[i] @ z[k]) / s.cfg.tau) for k in range(6)]
+        positive = (i + 3) % 6
+        total -= math.log(sims[positive] / (sum(sims) - sims[i]))
+    assert math.isclose(float(parts["contrast"].detach()), total / 3, rel_tol=1e-4)
+
+
 def test_corp_m_pairs_every_two_videos_against_a_hand_written_loop():
     """(B^2 - B)/2 video pairs, each with its 2K(2K-1) ordered clip pairs and the 3-way label,
     cross-entropy summed over clip pairs and averaged over video pairs (CORP Sec. 3.2); an odd
