@@ -92,3 +92,42 @@ def test_losses_are_float32_under_bf16_inputs():
     q, k, queue = (unit(4, 8, seed=s).bfloat16() for s in (0, 1, 2))
     assert info_nce(q, k, queue).dtype == torch.float32
     assert seco_inter_loss(q, k[None], queue).dtype == seco_intra_loss(q, k, queue[None]).dtype == torch.float32
+
+
+def test_seco_forward_wiring_against_its_heads_by_hand():
+    """Which head feeds which loss: the order classifier reads [q_order(anchor), k_order(frame 2),
+    k_order(frame 3)] and label 0 means the anchor came first (the sampler draws it from the first
+    half); intra contrasts the anchor's second view against the two other frames; inter scores the
+    three keys against the queue. Checked by recomputing each part from the heads (eval mode: no
+    BatchNorm statistics, so the key shuffle does not matter)."""
+    import math
+
+    import numpy as np
+
+    from vidssl.data.samplers import SeCoTripletSampler
+    from vidssl.losses.contrastive import seco_inter_loss, seco_intra_loss
+    from vidssl.methods.seco import SeCo, SeCoConfig
+    from vidssl.models.backbones import Backbone
+
+    for seed in range(6):  # label 0: anchor in the first half, before both others; label 1: after
+        plan = SeCoTripletSampler().plan(40, np.random.default_rng(seed))
+        (anchor,), (f2,), (f3,) = plan.views
+        assert (anchor < f2 < f3) if plan.info["order"] == 0 else (f2 < f3 < anchor)
+    torch.manual_seed(0)
+    m = SeCo(SeCoConfig(queue_size=32, head_hidden=16, head_dim=8), Backbone("tiny2d")).eval()
+    views = [torch.randn(4, 3, 24, 24) for _ in range(4)]
+    labels = torch.tensor([0, 1, 1, 0])
+    queue = m.queue.snapshot().clone()
+    _, parts = m(views, {"order": labels})
+    with torch.no_grad():
+        q = m.encoders.encoder_q.project(m.encoders.encoder_q.backbone(views[0]))
+        k = [m.encoders.encoder_k.project(m.encoders.encoder_k.backbone(v)) for v in views[1:]]
+        logits = m.order_classifier(torch.cat([q["order"], k[1]["order"], k[2]["order"]], dim=1))
+        expected = {
+            "order": float(torch.nn.functional.cross_entropy(logits, labels)),
+            "intra": float(seco_intra_loss(q["intra"], k[0]["intra"], torch.stack([k[1]["intra"], k[2]["intra"]]),
+                                           m.cfg.tau)),
+            "inter": float(seco_inter_loss(q["inter"], torch.stack([kk["inter"] for kk in k]), queue, m.cfg.tau)),
+        }
+    for name, value in expected.items():
+        assert math.isclose(float(parts[name].detach()), value, rel_tol=1e-4), name
