@@ -78,12 +78,20 @@ def test_corp_minimal_offset(n, seed, k, t, d):
     for v in plan.views:
         steps = {b - a for a, b in zip(v, v[1:], strict=False)}
         assert steps <= ({d} if n >= (t - 1) * d + 1 else set(range(d + 1)))
-    delta = s.delta(n)
+    delta = min(max((n - d * t) / k, 1), d * t)  # CORP eq. 3, written out independently of s.delta
     pairs_ok = all(abs(a - b) >= delta for i, a in enumerate(starts) for b in starts[i + 1:])
     if plan.info["fallback"] == 0:
         assert pairs_ok
     if n >= s.min_frames:
         assert pairs_ok  # the fallback satisfies the rule whenever the video is long enough
+
+
+def test_corp_minimal_offset_by_hand():
+    """CORP eq. 3 at hand-computed points: Δ = min(max((L - D·T) / K, 1), D·T)."""
+    s = MinimalOffsetClipSampler(num_clips=4, clip_len=16, dilation=2)
+    assert s.delta(200) == 32.0  # (200 - 32) / 4 = 42, capped at D·T = 32
+    assert s.delta(50) == 4.5  # (50 - 32) / 4
+    assert s.delta(20) == 1.0  # shorter than D·T: at least one frame apart
 
 
 def test_corp_fallback_is_deterministic_and_even():
