@@ -11,9 +11,11 @@ from torch import nn
 from vidssl.engine.config import load_config
 from vidssl.losses.contrastive import info_nce
 from vidssl.losses.mlfo import (
+    graph_contrast,
     graph_loss,
     graph_targets,
     instance_loss,
+    motion_contrast,
     sinkhorn,
     swapped_prediction_loss,
     timestamp_retrieval_loss,
@@ -158,6 +160,36 @@ def test_graph_loss_with_soft_targets_against_a_hand_written_reference():
     assert math.isclose(float(got), total / 4, rel_tol=1e-5)
 
 
+def test_graph_contrast_is_the_official_form_by_hand():
+    """The code's L_mul: -log softmax_j(q_i·k_j / τ) * E_ij averaged over every (i, j)."""
+    g = torch.Generator().manual_seed(2)
+    q, k = F.normalize(torch.randn(3, 5, generator=g), dim=1), F.normalize(torch.randn(3, 5, generator=g), dim=1)
+    targets = torch.rand(3, 3, generator=g)
+    targets = targets / targets.sum(1, keepdim=True)
+    total = 0.0
+    for i in range(3):
+        e = [math.exp(float(q[i] @ k[j]) / 0.07) for j in range(3)]
+        total -= sum(float(targets[i, j]) * math.log(e[j] / sum(e)) for j in range(3))
+    assert math.isclose(float(graph_contrast(targets, q, k, 0.07)), total / 9, rel_tol=1e-5)
+
+
+def test_motion_contrast_is_the_official_form_by_hand():
+    """The code's L_aug: the positive against the anchor's time-transformed copies and the other
+    videos' clips (the anchor's own video's clips left out), mean over anchors."""
+    g = torch.Generator().manual_seed(3)
+    a, p = F.normalize(torch.randn(2, 4, generator=g), dim=1), F.normalize(torch.randn(2, 4, generator=g), dim=1)
+    t = F.normalize(torch.randn(2, 2, 4, generator=g), dim=2)
+    others = F.normalize(torch.randn(4, 4, generator=g), dim=1)  # video 0: rows 0, 2; video 1: rows 1, 3
+    own = torch.tensor([[True, False, True, False], [False, True, False, True]])
+    total = 0.0
+    for i in range(2):
+        pos = math.exp(float(a[i] @ p[i]) / 0.07)
+        negs = [math.exp(float(a[i] @ x) / 0.07) for x in t[i]]
+        negs += [math.exp(float(a[i] @ others[j]) / 0.07) for j in range(4) if not own[i, j]]
+        total -= math.log(pos / (pos + sum(negs)))
+    assert math.isclose(float(motion_contrast(a, p, t, others, own, 0.07)), total / 2, rel_tol=1e-5)
+
+
 def test_graph_target_properties():
     torch.manual_seed(0)
     n, eta, tau = 10, 0.08, 0.2
@@ -288,11 +320,13 @@ def test_retrieval_pools_pairs_of_steps_like_avg_pool3d():
     assert torch.allclose(model.retrieval_loss("low", steps), expected, atol=1e-6)
 
 
-def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first(form):
     """MLFO draws every temporal order up front (outside compiled graphs); the L_aug terms must be
-    eq. 11-12 on the orders a generator gives in that sequence."""
+    eq. 11-12 on the orders a generator gives in that sequence (the code's form: the other videos'
+    clips are negatives too, and the level's weight applies)."""
     torch.manual_seed(0)
-    model = MLFO(MLFOConfig(**SMALL, temporal_levels=["low", "mid"]), Backbone("tiny3d")).train()
+    model = MLFO(MLFOConfig(**SMALL, temporal_levels=["low", "mid"], loss_form=form), Backbone("tiny3d")).train()
     model.set_epoch(3, 4)
     clips = [torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(k)) for k in range(3)]
     _, parts = model(clips, {}, torch.Generator().manual_seed(7))
@@ -304,8 +338,14 @@ def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first():
         orders = [[None] + [time_order(a, t, g) for a in ("reverse", "shuffle")] for _ in range(2)]
         e1, e2 = (model.motion[lv].reordered(f, order_indices([o], t, f.device))[0]
                   for f, o in zip((f1, f2), orders, strict=True))
-        expected = (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], model.cfg.tau)
-                    + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], model.cfg.tau))
+        tau = model.cfg.tau
+        if form == "paper":
+            expected = info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], tau) + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], tau)
+        else:  # both clips of the other video (2 videos: rows 0-1 clip 1, rows 2-3 clip 2)
+            others = torch.cat([e1[:, 0], e2[:, 0]])
+            own = torch.tensor([[True, False, True, False], [False, True, False, True]])
+            expected = model.cfg.level_weight(lv) * (motion_contrast(e1[:, 0], e2[:, 0], e1[:, 1:], others, own, tau)
+                                                     + motion_contrast(e2[:, 0], e1[:, 0], e2[:, 1:], others, own, tau))
         assert torch.allclose(parts[f"aug_{lv}"], model.cfg.aug_weight * expected, atol=1e-5)
 
 
@@ -365,6 +405,22 @@ def test_graph_ablation_levels():
     _, parts = model(views(), {}, None)
     assert set(parts) == {"ins", "sem", "mul_high"}
     assert "low" not in model.projectors  # no head for a level without a loss
+
+
+def test_mul_high_is_the_official_graph_contrast_on_the_high_embeddings():
+    """The code's L_mul at the high level: clip 1's embeddings against clip 2's, with the graph
+    targets (weight 1); the paper's form is the soft cross-entropy over both clips."""
+    for form, loss in (("code", lambda t, z1, z2: graph_contrast(t, z1, z2, 0.07)),
+                       ("paper", lambda t, z1, z2: graph_loss(t, z1, z2, z1, z2, torch.arange(len(z1)), 0.07))):
+        torch.manual_seed(0)
+        model = MLFO(MLFOConfig(**SMALL, graph_levels=["high"], graph_targets="onehot", graph_start=0.0,
+                                temporal="none", loss_form=form), Backbone("tiny3d")).eval()
+        clips = views()
+        _, parts = model(clips, {}, None)
+        with torch.no_grad():
+            maps = model.encoder.forward_levels(torch.cat(clips[:2]))["high"]
+            z1, z2 = model.embed("high", maps.flatten(2).mean(-1), groups=2).chunk(2)
+        assert torch.allclose(parts["mul_high"].detach(), loss(torch.eye(len(z1)), z1, z2), atol=1e-5), form
 
 
 def test_retrieval_needs_an_even_number_of_steps():
@@ -428,12 +484,12 @@ def test_level_channels_match_every_backbone():
 @pytest.mark.parametrize("arch", ["r3d_18", "s3d"])
 def test_mlfo_step_on_the_papers_backbones(arch):
     torch.manual_seed(0)
-    cfg = MLFOConfig(**{**SMALL, "clip_len": 16, "retrieval_levels": ["low", "mid"]}, graph_start=0.0)
+    cfg = MLFOConfig(**{**SMALL, "clip_len": 16, "retrieval_levels": ["low", "mid", "high"]}, graph_start=0.0)
     model = MLFO(cfg, Backbone(arch))
     g = torch.Generator().manual_seed(0)
     clips = [torch.randn(2, 3, 16, 32, 32, generator=g) for _ in range(3)]
     loss, parts = model(clips, {}, g)
-    assert {"mul_low", "mul_mid", "aug_low", "aug_mid", "ret_low", "ret_mid"} <= set(parts)
+    assert {"mul_low", "mul_mid", "aug_low", "aug_mid", "ret_low", "ret_mid", "ret_high"} <= set(parts)
     loss.backward()
     assert torch.isfinite(loss)
 

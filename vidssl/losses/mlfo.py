@@ -139,3 +139,27 @@ def timestamp_retrieval_loss(short: torch.Tensor, long: torch.Tensor, offset: in
     forward = F.cross_entropy(logits.reshape(b * s, -1), steps + offset)
     backward = F.cross_entropy(logits[:, :, offset:offset + s].transpose(1, 2).reshape(b * s, s), steps)
     return 0.5 * (forward + backward)
+
+
+def graph_contrast(targets: torch.Tensor, q: torch.Tensor, k_all: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+    """L_mul at one level as the official code computes it (``graph_contrast``; DESIGN §3): one
+    view's embeddings ``q (n, d)`` against the other view gathered over the batch ``k_all (N, d)``,
+    ``-log softmax_j(q_i·k_j / tau) * E_ij`` averaged over all ``n x N`` entries, i.e. the paper's
+    soft cross-entropy (eq. 10) with one view's similarities, divided by the batch size."""
+    log_p = F.log_softmax(q.float() @ k_all.float().T / tau, dim=1)
+    return -(targets * log_p).mean()
+
+
+def motion_contrast(anchor: torch.Tensor, positive: torch.Tensor, transformed: torch.Tensor,
+                    others: torch.Tensor, own: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+    """L_aug at one level as the official code computes it (``motion_contrast``; eq. 11-12): the
+    positive is the other clip of the anchor's video; the negatives are the time-transformed copies
+    of the anchor ``transformed (n, A, d)`` and every clip of the other videos of the gathered
+    batch, ``others (M, d)`` with this rank's own videos' rows marked in ``own (n, M)`` (left out).
+    Mean over anchors."""
+    a = anchor.float()
+    pos = (a * positive.float()).sum(-1, keepdim=True)
+    neg_own = torch.bmm(transformed.float(), a[:, :, None])[..., 0]
+    neg_others = (a @ others.float().T).masked_fill(own, float("-inf"))
+    logits = torch.cat([pos, neg_own, neg_others], dim=1) / tau
+    return F.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long, device=a.device))

@@ -32,9 +32,11 @@ from vidssl.data.samplers import MLFOWindowSampler
 from vidssl.losses.contrastive import info_nce
 from vidssl.losses.mlfo import (
     GRAPH_TARGETS,
+    graph_contrast,
     graph_loss,
     graph_targets,
     instance_loss,
+    motion_contrast,
     sinkhorn,
     swapped_prediction_loss,
     timestamp_retrieval_loss,
@@ -48,6 +50,7 @@ from vidssl.modules.distributed import all_gather_nograd, all_gather_with_grad, 
 from vidssl.modules.queue import KeyQueue
 
 TEMPORAL_MODES = ("none", "input", "feature")
+LOSS_FORMS = ("code", "paper")
 
 
 @dataclass
@@ -80,6 +83,10 @@ class MLFOConfig:
     retrieval_levels: list[str] = field(default_factory=lambda: ["low", "mid"])
     aug_weight: float = 1.0
     ret_weight: float = 1.0
+    # code: the official code's forms (DESIGN §3): L_mul one view against the gathered other
+    # (graph_contrast), L_aug with the other videos' clips as negatives too (motion_contrast),
+    # L_aug and L_ret weighted per level as L_mul; paper: eq. 10-12 as written, weights 1
+    loss_form: str = "code"
 
     def validate(self) -> None:
         if self.graph_targets not in ("none", *GRAPH_TARGETS):
@@ -96,11 +103,17 @@ class MLFOConfig:
                              f"got {self.temporal_augs}")
         if self.prototypes < 2 or self.clip_len < 2 or not self.strides:
             raise ValueError("mlfo.prototypes and mlfo.clip_len must be >= 2, mlfo.strides non-empty")
+        if self.loss_form not in LOSS_FORMS:
+            raise ValueError(f"mlfo.loss_form must be one of {LOSS_FORMS}, got {self.loss_form!r}")
         if not 0.0 <= self.graph_start <= 1.0:
             raise ValueError(f"mlfo.graph_start is a fraction of the epochs, got {self.graph_start}")
 
     def level_weight(self, level: str) -> float:
         return {"low": self.low_weight, "mid": self.mid_weight, "high": self.high_weight}[level]
+
+    def temporal_weight(self, level: str) -> float:
+        """L_aug's and L_ret's level factor: the levels' weights in the code's total, 1 in the paper's."""
+        return self.level_weight(level) if self.loss_form == "code" else 1.0
 
 
 def _projector(channels: int, cfg: MLFOConfig) -> nn.Sequential:
@@ -216,16 +229,19 @@ class MLFO(Method):
             for lv in cfg.graph_levels:
                 r1, r2 = (z1, z2) if lv == "high" else self.embed(lv, steps[lv][: 2 * b].mean(-1), groups=2).chunk(2)
                 r1_all, r2_all = (z1_all, z2_all) if lv == "high" else gathered(r1, r2)
-                parts[f"mul_{lv}"] = cfg.level_weight(lv) * graph_loss(targets, r1, r2, r1_all, r2_all,
-                                                                       self_index, cfg.tau)
+                if cfg.loss_form == "code":
+                    mul = graph_contrast(targets, r1, r2_all, cfg.tau)
+                else:
+                    mul = graph_loss(targets, r1, r2, r1_all, r2_all, self_index, cfg.tau)
+                parts[f"mul_{lv}"] = cfg.level_weight(lv) * mul
 
         if cfg.temporal == "feature":
             orders = self.time_orders([levels[lv].shape[2] for lv in cfg.temporal_levels], generator, z1.device)
             for lv, times in zip(cfg.temporal_levels, orders, strict=True):
-                parts[f"aug_{lv}"] = cfg.aug_weight * self.motion_loss(lv, levels[lv][: 2 * b], times,
-                                                                       steps[lv][: 2 * b])
+                parts[f"aug_{lv}"] = cfg.temporal_weight(lv) * cfg.aug_weight * self.motion_loss(
+                    lv, levels[lv][: 2 * b], times, steps[lv][: 2 * b], self_index)
             for lv in cfg.retrieval_levels:
-                parts[f"ret_{lv}"] = cfg.ret_weight * self.retrieval_loss(lv, steps[lv])
+                parts[f"ret_{lv}"] = cfg.temporal_weight(lv) * cfg.ret_weight * self.retrieval_loss(lv, steps[lv])
         elif cfg.temporal == "input":
             # per aug: clip 1, clip 2, each its own projector call
             transformed = self.embed("high", levels["high"][2 * b:].flatten(2).mean(-1),
@@ -256,15 +272,24 @@ class MLFO(Method):
             levels |= {*cfg.temporal_levels, *cfg.retrieval_levels}
         return levels
 
-    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    def motion_loss(self, level: str, pair: torch.Tensor, times: torch.Tensor, steps: torch.Tensor,
+                    self_index: torch.Tensor) -> torch.Tensor:
         """L_aug (eq. 11-12) at one level on the maps of clip 1 and clip 2 stacked in ``pair``
         ``(2 B, C, T, H, W)``: ME(f^1) and ME(f^2) are positives; the branch applied to each temporal
         transformation of the anchor's own map (``times[0, 1:]``, ``times[1, 1:]``, see
-        :meth:`time_orders`) are its negatives. Both views anchor. ``steps``: the maps' spatial means
+        :meth:`time_orders`) are its negatives and, in the code's form, both clips of every other
+        video of the gathered batch. Both views anchor. ``steps``: the maps' spatial means
         ``(2 B, C, T)``."""
         e1, e2 = self.motion[level].reordered(pair, times, steps)  # each (B, 1 + A, d)
-        return (info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], self.cfg.tau)
-                + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], self.cfg.tau))
+        tau = self.cfg.tau
+        if self.cfg.loss_form == "paper":
+            return info_nce(e1[:, 0], e2[:, 0], e1[:, 1:], tau) + info_nce(e2[:, 0], e1[:, 0], e2[:, 1:], tau)
+        one, two = all_gather_with_grad(e1[:, 0], self.distributed), all_gather_with_grad(e2[:, 0], self.distributed)
+        others, n = torch.cat([one, two]), len(one)
+        own = torch.zeros(len(e1), 2 * n, dtype=torch.bool, device=e1.device)
+        own.scatter_(1, torch.stack([self_index, self_index + n], 1), True)
+        return (motion_contrast(e1[:, 0], e2[:, 0], e1[:, 1:], others, own, tau)
+                + motion_contrast(e2[:, 0], e1[:, 0], e2[:, 1:], others, own, tau))
 
     def retrieval_loss(self, level: str, steps: torch.Tensor) -> torch.Tensor:
         """L_ret (eq. 13) at one level, on the maps of clip 1, clip 2 and the global clip spatially
