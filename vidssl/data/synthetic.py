@@ -31,7 +31,7 @@ across train and test. Group-mates differ in the actor's shape and the layout, w
 them useful negatives for instance discrimination. Group ``g`` of every motion class is filmed in
 the same scene, so the scene says nothing about the motion: a classifier must read the motion.
 (With a scene per class and group, a supervised network learnt the 4 training scenes of each class
-and reached 20% on unseen ones; with shared scenes 77%, the same recipe; docs/data.md.)
+and reached 20% on unseen ones; with shared scenes 81%, the same recipe; docs/data.md.)
 Frames are a pure function of ``(seed, video, frame index)``: a reader renders only the frames it is
 asked for. ``write_ucf101`` writes real mp4 files in the UCF101 layout with split files.
 """
