@@ -30,10 +30,10 @@ def write_export(backbone: Backbone, out: str | Path, **meta) -> tuple[Path, Pat
     if out.suffix not in (".safetensors", ".pt"):
         raise VidsslError(f"{out}: the export must end in .safetensors or .pt")
     meta_path = out.with_suffix(".json")
-    for target in (out, meta_path):
-        if target.exists() and export_meta(out) is None:
-            raise VidsslError(f"{target}: exists and is not a vidssl export of {out.name}; refusing to overwrite "
-                              "it (choose another output name)")
+    taken = [t for t in (out, meta_path) if t.exists()]
+    if taken and export_meta(out) is None:
+        raise VidsslError(f"{taken[0]}: exists and is not a vidssl export of {out.name}; refusing to overwrite "
+                          "it (choose another output name)")
     weights = {k: v.detach().contiguous().clone() for k, v in backbone.net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
@@ -80,12 +80,6 @@ def export_meta(path: str | Path) -> dict | None:
 
 def load_exported(path: str | Path) -> dict[str, torch.Tensor]:
     """Read exported weights (either format) safely."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from vidssl.models.init import read_raw
 
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refused, truncated or foreign files
-        raise VidsslError(f"{path}: not loadable exported weights ({type(exc).__name__}: {exc})") from exc
+    return read_raw(path, "exported weights")

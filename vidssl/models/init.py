@@ -46,13 +46,13 @@ class InitReport:
                 f"(heads and other networks) {self.unexpected[:3]}")
 
 
-def read_raw(path: str | os.PathLike[str]) -> dict:
+def read_raw(path: str | os.PathLike[str], what: str = "weights") -> dict:
     """The file's top-level mapping, read without executing code (safetensors, or ``torch.load``
     with ``weights_only=True``; argparse namespaces, which the official SeCo/VCLR checkpoints hold,
-    are the one class allowed)."""
+    are the one class allowed). ``what`` names the file in errors."""
     path = Path(path)
     if not path.is_file():
-        raise VidsslError(f"{path}: weights file not found")
+        raise VidsslError(f"{path}: {what} file not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -61,9 +61,9 @@ def read_raw(path: str | os.PathLike[str]) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # refused pickles, truncated or foreign files
-        raise VidsslError(f"{path}: not loadable weights ({type(exc).__name__}: {exc})") from exc
+        raise VidsslError(f"{path}: not loadable {what} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(raw, dict):
-        raise VidsslError(f"{path}: expected a mapping of weights, got a {type(raw).__name__}")
+        raise VidsslError(f"{path}: expected a mapping of {what}, got a {type(raw).__name__}")
     return raw
 
 
