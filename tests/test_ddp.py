@@ -126,6 +126,19 @@ def test_sync_bn_on_cpu_ranks_trains_with_per_rank_statistics_and_says_so(tmp_pa
     assert (run / "checkpoint.pt").is_file() and "SyncBatchNorm runs only on CUDA devices" in res.stderr
 
 
+def test_finetune_under_torchrun_splits_the_batch_and_scores_every_test_video_once(tmp_path):
+    out = tmp_path / "eval"
+    torchrun(["-m", "vidssl.cli", "eval", "finetune", "--encoder", "random:tiny2d", "--synthetic-videos", "40",
+              "--synthetic-size", "32", "--synthetic-frames", "12", "--epochs", "2", "--batch-size", "4",
+              "--label-fraction", "0.5", "--test-views", "2", "--out", str(out)], cwd=tmp_path)
+    results = list(out.glob("finetune-*.json"))
+    assert len(results) == 1  # rank 0 writes
+    r = json.loads(results[0].read_text())
+    assert r["metrics"]["world_size"] == 2 and r["subset_size"] == 10  # half of 20 train videos, 1 per class
+    confusion = torch.tensor(r["metrics"]["confusion"])
+    assert (confusion.sum(1) == 2).all()  # the 20 test videos, 2 per class, each scored once by one rank
+
+
 @pytest.mark.slow
 def test_mlfo_pretrains_under_torchrun_across_its_stages(tmp_path):
     """Stage one leaves the prototypes (frozen) and the lower-level heads (no graph loss yet)

@@ -113,14 +113,18 @@ def test_eval_commands_and_report(tmp_path, capsys):
     assert "| random |" in printed and "| random-s1 |" in printed and "svm top1" in printed
     assert main(["eval", "retrieval", *common]) == 0
     assert "R@1" in capsys.readouterr().out
+    assert main(["eval", "knn", *common, "--k", "1,5"]) == 0
+    assert "k=5 top1" in capsys.readouterr().out
     assert main(["eval", "order", "--encoder", "random:tiny2d", *TINY_ARGS, "--out", str(out), "--frames", "4"]) == 0
     results = list(out.glob("*.json"))
-    assert len(results) == 7  # 2 encoders x (svm, probe, retrieval) + order
+    assert len(results) == 11  # 2 encoders x (svm, probe, retrieval, kNN k=1, kNN k=5) + order
+    knn1 = [json.loads(f.read_text()) for f in out.glob("knn-random-2*.json")]
+    assert sorted(d["k"] for d in knn1) == [1, 5] and all(d["temperature"] == 0.07 for d in knn1)
     svm = [d for f in out.glob("linear-random-2*.json") if "C" in (d := json.loads(f.read_text()))]
     assert len(svm) == 1 and svm[0]["protocol"]["num"] == 4 and svm[0]["encoder"]["fingerprint"] == "random-tiny2d-0"
     assert svm[0]["C_selection"] == "3-fold CV on train" and len(svm[0]["metrics"]["confusion"]) == 10
     table = (out / "results.md").read_text()
-    assert table.count("\n") >= 2 + 2 * 4 and "| retrieval |" in table
+    assert table.count("\n") >= 2 + 2 * 4 and "| retrieval |" in table and "| knn |" in table
     assert main(["report", str(out)]) == 0
     pngs = sorted((out / "report").glob("*.png"))
     kinds = {p.stem.split("-")[-1] for p in pngs}
@@ -211,3 +215,36 @@ def test_linear_and_retrieval_on_a_ucf101_layout(ucf_dir, tmp_path, capsys):
     assert main(["eval", "linear", *common]) == 0 and main(["eval", "retrieval", *common]) == 0
     res = json.loads(next(out.glob("retrieval-*.json")).read_text())
     assert "ucf101, split 1" in res["data"] and res["n_test"] > 0 and res["n_train"] > 0
+
+
+def test_label_subset_keeps_each_class_share_and_at_least_one_video():
+    from vidssl.eval.finetune import label_subset
+
+    labels = [0] * 200 + [1] * 50 + [2] * 3
+    picked = label_subset(labels, 0.1, seed=0)
+    counts = [sum(labels[i] == c for i in picked) for c in range(3)]
+    assert counts == [20, 5, 1]  # round(10% of 200, 50, 3), and class 2 keeps one video
+    assert picked == sorted(set(picked))  # no repeats
+    assert label_subset(labels, 0.1, seed=0) == picked  # the seed decides the draw
+    assert label_subset(labels, 0.1, seed=1) != picked
+    assert label_subset(labels, 1.0, seed=3) == list(range(len(labels)))
+    assert [labels[i] for i in label_subset(labels, 0.01, seed=0)] == [0, 0, 1, 2]
+
+
+def test_finetune_on_a_label_fraction_records_and_writes_its_subset(capsys, tmp_path):
+    args = ["eval", "finetune", "--encoder", "random:tiny2d", *TINY_ARGS, "--epochs", "1", "--out", str(tmp_path),
+            "--label-fraction", "0.1", "--subset-seed", "3", "--recipe", "corp", "--test-views", "2"]
+    assert main(args) == 0
+    result = json.loads(next(tmp_path.glob("finetune-*.json")).read_text())
+    train, _ = TINY.load("train")
+    assert result["label_fraction"] == 0.1 and result["subset_seed"] == 3 and result["recipe_name"] == "corp"
+    lines = (tmp_path / result["subset_file"]).read_text().splitlines()
+    assert len(lines) == result["subset_size"] == len(train.class_names)  # 3 per class -> round(0.3) -> 1 each
+    label_of = {r.path: r.label for r in train.records}
+    assert sorted(int(y) for _, y in (ln.rsplit(" ", 1) for ln in lines)) == list(range(len(train.class_names)))
+    assert all(label_of[p] == int(y) for p, y in (ln.rsplit(" ", 1) for ln in lines))
+    recipe = result["metrics"]["recipe"]
+    assert recipe["segments"] == 1 and recipe["weight_decay"] == 0 and recipe["test_crops"] == 3
+    assert recipe["lr"] == pytest.approx(0.2 * 16 / 1024)
+    assert main([*args[:-2], "--label-fraction", "0"]) == 2
+    assert "--label-fraction must be in (0, 1]" in capsys.readouterr().err

@@ -8,20 +8,22 @@ import math
 
 import torch
 
-from vidssl.eval.knn import knn_predict
+from vidssl.eval.knn import knn_predict, knn_scores
 
 
 def test_knn_predict_matches_a_hand_written_weighted_vote():
     torch.manual_seed(0)
     gallery, labels, queries = torch.randn(30, 5), torch.randint(0, 4, (30,)), torch.randn(7, 5)
     predicted = knn_predict(gallery, labels, queries, num_classes=4, k=6, temperature=0.1)
-    for q, p in zip(queries, predicted, strict=True):
+    scores = knn_scores(gallery, labels, queries, num_classes=4, k=6, temperature=0.1)
+    for q, p, s in zip(queries, predicted, scores, strict=True):
         sims = [float(q @ g) / (float(q.norm()) * float(g.norm())) for g in gallery]
         nearest = sorted(range(30), key=lambda i: -sims[i])[:6]
         votes = [0.0] * 4
         for i in nearest:
             votes[int(labels[i])] += math.exp(sims[i] / 0.1)
         assert int(p) == max(range(4), key=lambda c: votes[c])
+        assert torch.allclose(s, torch.tensor(votes), rtol=1e-4)
 
 
 def test_knn_predict_finds_the_class_of_its_own_copy():

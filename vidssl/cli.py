@@ -100,7 +100,7 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the built-in dataset: write and check a few synthetic videos, pretrain SeCo
-    (laptop settings), evaluate it and a random-init encoder (linear SVM, retrieval, the temporal
+    (laptop settings), evaluate it and a random-init encoder (linear SVM, retrieval, kNN, the temporal
     order probes), print one table and write the report."""
     import tempfile
 
@@ -116,6 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ["pretrain", "--method", "seco", "--out", str(run), f"train.epochs={args.epochs}"],
         ["eval", "linear", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
         ["eval", "retrieval", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
+        ["eval", "knn", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
         ["eval", "order", "--encoder", ckpt, "--encoder", "random:tiny2d", *data, "--out", str(evals)],
         ["report", str(evals), str(run)],
         ["export", ckpt, str(out / "seco_tiny2d.safetensors")],

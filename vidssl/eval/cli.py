@@ -1,4 +1,4 @@
-"""``vidssl eval linear|retrieval|finetune|order``: one row per ``--encoder`` in the printed table,
+"""``vidssl eval linear|knn|retrieval|finetune|order|track``: one row per ``--encoder`` in the printed table,
 a JSON per evaluation and a row in ``<out>/results.md``."""
 
 from __future__ import annotations
@@ -172,11 +172,47 @@ def cmd_linear(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_knn(args: argparse.Namespace) -> int:
+    from vidssl.eval.knn import knn_scores
+    from vidssl.eval.metrics import classification_report
+
+    data, rows = eval_data(args), []
+    ks = _ints(args.k, "--k")
+    if not args.temperature > 0:
+        raise VidsslError(f"--temperature must be positive, got {args.temperature}")
+    for spec in args.encoder:
+        enc = encoder_of(args, spec)
+        train, test, p = _features(args, enc, data)
+        _labeled(train, "knn")
+        n, headline = len(train.class_names), {}
+        for k in ks:
+            votes = knn_scores(train.features, train.labels, test.features, n, k, args.temperature)
+            m = classification_report(votes, test.labels, n)
+            headline[f"k={k} top1"] = m["top1"]
+            write_result(args.out, "knn", enc.name, {**_base(enc, data, train, test, p), "metrics": m, "k": k,
+                                                     "temperature": args.temperature},
+                         {f"k{k} top1": m["top1"]},
+                         f"weighted kNN, cosine, k {k}, T {args.temperature}; {p.describe()}")
+        rows.append((enc.name, headline))
+    _print_table(f"kNN on {data.describe()} (test queries, train gallery, %)", rows)
+    return 0
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise VidsslError(f"{flag}: positive integers separated by commas, got {text!r}")
+    return values
+
+
 def cmd_retrieval(args: argparse.Namespace) -> int:
     from vidssl.eval.retrieval import retrieve
 
     data, rows = eval_data(args), []
-    ks = tuple(int(k) for k in args.ks.split(","))
+    ks = _ints(args.ks, "--ks")
     for spec in args.encoder:
         enc = encoder_of(args, spec)
         train, test, p = _features(args, enc, data)
@@ -189,23 +225,69 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from vidssl.eval.finetune import FinetuneRecipe, finetune
+# CORP Sec. 4.1 semi-supervised: "similar to the linear evaluation [one clip, no jitter or blur, SGD
+# momentum 0.9, no weight decay, half-cosine, 100 epochs, 10 clips x 3 crops at test], except that
+# the initial learning rate is 0.2" at batch 1024; scaled linearly to the batch used.
+FINETUNE_RECIPES = {
+    "tsn": {"epochs": 10, "segments": 3, "lr": 0.01, "weight_decay": 5e-4, "test_crops": 1, "dropout": 0.5},
+    "corp": {"epochs": 100, "segments": 1, "lr": 0.2 / 1024, "weight_decay": 0.0, "test_crops": 3, "dropout": 0.0},
+}
 
+
+def finetune_recipe(args: argparse.Namespace, enc: Encoder):
+    """``--recipe``'s settings, each replaced by its flag where given (CORP's lr is per sample)."""
+    from vidssl.eval.finetune import FinetuneRecipe
+
+    preset = FINETUNE_RECIPES[args.recipe]
+    given = {k: getattr(args, k) for k in preset if getattr(args, k, None) is not None}
+    values = {**preset, **given}
+    if args.recipe == "corp" and "lr" not in given:
+        values["lr"] = preset["lr"] * args.batch_size
+    clip_len = 1 if enc.backbone.kind == "2d" else max(enc.clip_len, 4)
+    return FinetuneRecipe(values["segments"], clip_len, values["epochs"], args.batch_size, values["lr"],
+                          values["weight_decay"], values["dropout"], args.test_views, values["test_crops"],
+                          flip={"auto": None, "on": 0.5, "off": 0.0, "swap": 0.0}[args.flip],
+                          mirror=args.flip == "swap", label_fraction=args.label_fraction,
+                          subset_seed=args.subset_seed, amp=not args.no_amp)
+
+
+def write_subset(out: str, data: EvalData, recipe, subset: list) -> str:
+    """The fine-tuning videos as a ``path label`` list beside the results (reusable as a list file)."""
+    path = Path(out) / f"subset-{recipe.label_fraction:g}-seed{recipe.subset_seed}-{data.key()}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{p} {y}\n" for p, y in subset))
+    return path.name
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from vidssl.engine.distributed import setup, teardown
+    from vidssl.eval.finetune import finetune
+
+    if not 0 < args.label_fraction <= 1:
+        raise VidsslError(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
     data, rows = eval_data(args), []
-    for spec in args.encoder:
-        enc = encoder_of(args, spec)
-        name = "supervised (scratch)" if enc.name.startswith("random") else f"{enc.name} fine-tuned"
-        recipe = FinetuneRecipe(args.segments, 1 if enc.backbone.kind == "2d" else max(enc.clip_len, 4),
-                                args.epochs, args.batch_size, args.lr, test_views=args.test_views,
-                                flip={"auto": None, "on": 0.5, "off": 0.0, "swap": 0.0}[args.flip],
-                                mirror=args.flip == "swap")
-        m = finetune(enc, data, recipe, args.workers, device_of(args))
-        base = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data)}
-        write_result(args.out, "finetune", name, {**base, "metrics": m, "recipe_text": recipe.describe()},
-                     {"top1": m["top1"], "top5": m["top5"]}, recipe.describe())
-        rows.append((name, {"top1": m["top1"], "top5": m["top5"]}))
-    _print_table(f"fine-tuning on {data.describe()} (test split, %)", rows)
+    ctx = setup(args.device)
+    try:
+        for spec in args.encoder:
+            enc = encoder_of(args, spec)
+            name = "supervised (scratch)" if enc.name.startswith("random") else f"{enc.name} fine-tuned"
+            recipe = finetune_recipe(args, enc)
+            m = finetune(enc, data, recipe, args.workers, ctx)
+            subset = m.pop("subset")
+            if not ctx.is_main:
+                continue
+            base = {"encoder": encoder_info(enc), "data": data.describe(), "data_spec": asdict(data),
+                    "label_fraction": recipe.label_fraction, "subset_seed": recipe.subset_seed,
+                    "subset_size": len(subset), "recipe_name": args.recipe}
+            if recipe.label_fraction < 1:
+                base["subset_file"] = write_subset(args.out, data, recipe, subset)
+            write_result(args.out, "finetune", name, {**base, "metrics": m, "recipe_text": recipe.describe()},
+                         {"top1": m["top1"], "top5": m["top5"]}, recipe.describe())
+            rows.append((name, {"top1": m["top1"], "top5": m["top5"]}))
+    finally:
+        teardown(ctx)
+    if ctx.is_main:
+        _print_table(f"fine-tuning on {data.describe()} (test split, %)", rows)
     return 0
 
 
@@ -240,18 +322,36 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--C", type=float, default=None, help="SVM C (default: chosen by CV on the train split)")
     p.add_argument("--normalize", default="l2", choices=("l2", "standard", "none"))
     p.set_defaults(func=with_threads(cmd_linear))
+    p = esub.add_parser("knn", help="weighted kNN top-1 on frozen features (test queries, train gallery)")
+    add_common(p)
+    add_protocol(p)
+    p.add_argument("--k", default="20,200", help="neighbours; several separated by commas")
+    p.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(cosine / T)")
+    p.set_defaults(func=with_threads(cmd_knn))
     p = esub.add_parser("retrieval", help="test-query / train-gallery retrieval, R@k")
     add_common(p)
     add_protocol(p)
     p.add_argument("--ks", default="1,5,10,20,50")
     p.set_defaults(func=with_threads(cmd_retrieval))
-    p = esub.add_parser("finetune", help="TSN-style full fine-tuning (random init: supervised from scratch)")
+    p = esub.add_parser("finetune", help="full fine-tuning: TSN (random init: supervised from scratch) or CORP's "
+                                         "semi-supervised recipe, on all or a class-balanced share of the labels")
     add_common(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--segments", type=int, default=3)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--recipe", default="tsn", choices=tuple(FINETUNE_RECIPES),
+                   help="tsn: 3 segments, lr 0.01, wd 5e-4, 10 epochs; corp: one clip, lr 0.2 x batch/1024, "
+                        "no wd, 100 epochs, 10 clips x 3 crops at test (the flags below override)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--segments", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=16, help="global batch (split over torchrun's ranks)")
     p.add_argument("--test-views", type=int, default=10)
+    p.add_argument("--test-crops", dest="test_crops", type=int, default=None, choices=(1, 3))
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="train on this share of the train split, class-balanced, >= 1 video per class (CORP: "
+                        "0.01, 0.1); the videos are written beside the result")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
     p.add_argument("--flip", default="auto", choices=("auto", "on", "off", "swap"),
                    help="horizontal flip; auto: off where labels name a direction (SSv2, built-in motion); "
                         "swap: flip and give the mirror class (left <-> right, CW <-> CCW in class names)")

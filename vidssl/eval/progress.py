@@ -11,8 +11,8 @@ from vidssl.engine.logger import format_eta
 
 
 class Progress:
-    def __init__(self, label: str, total: int, unit: str = "videos") -> None:
-        self.label, self.total, self.unit = label, max(total, 1), unit
+    def __init__(self, label: str, total: int, unit: str = "videos", enabled: bool = True) -> None:
+        self.label, self.total, self.unit, self.enabled = label, max(total, 1), unit, enabled
         self.done = 0
         self.t0 = time.perf_counter()
         self.tty = sys.stderr.isatty()
@@ -20,6 +20,8 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         self.done += n
+        if not self.enabled:
+            return
         fraction = self.done / self.total
         if not self.tty and fraction < self.next_line and self.done < self.total:
             return
