@@ -19,12 +19,24 @@ from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import Encoder, file_hash, load_encoder
 from vidssl.eval.features import FeatureSet, Protocol, extract
 from vidssl.eval.results import write_result
+from vidssl.eval.track_cli import add_track_parser
 from vidssl.models.init import FORMATS, init_backbone
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+def add_encoders(p: argparse.ArgumentParser) -> None:
+    """The encoders to compare, and how the command runs them."""
     p.add_argument("--encoder", action="append", required=True,
                    help="checkpoint.pt, an export (.safetensors/.pt + .json) or random:ARCH; repeat to compare")
+    p.add_argument("--threads", type=threads_arg, default=0,
+                   help="intra-op threads: 0 (default) the cores the workers leave, -1 PyTorch's, N")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--init", default="", help="weights for the random:ARCH encoders (model.init's formats, e.g. "
+                                              "ImageNet weights as a baseline row)")
+    p.add_argument("--init-format", default="auto", choices=FORMATS)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    add_encoders(p)
     p.add_argument("--data", default="synthetic", help="dataset (train split); default: built-in synthetic videos")
     p.add_argument("--test-data", default="", help="a second list file for the test split (list layouts)")
     p.add_argument("--layout", default="auto")
@@ -39,12 +51,6 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-dynamics", default="arrow", choices=DYNAMICS)
     p.add_argument("--out", default="runs/eval", help="results folder (JSON + results.md)")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--threads", type=threads_arg, default=0,
-                   help="intra-op threads: 0 (default) the cores the workers leave, -1 PyTorch's, N")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--init", default="", help="weights for the random:ARCH encoders (model.init's formats, e.g. "
-                                              "ImageNet weights as a baseline row)")
-    p.add_argument("--init-format", default="auto", choices=FORMATS)
 
 
 def encoder_of(args: argparse.Namespace, spec: str) -> Encoder:
@@ -361,3 +367,4 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--crop", type=int, default=0)
     p.set_defaults(func=with_threads(cmd_order))
+    add_track_parser(esub, add_encoders, with_threads)

@@ -142,3 +142,28 @@ class Backbone(nn.Module):
         if x.ndim != want or x.shape[1] != 3:
             layout = "(B, 3, H, W)" if self.kind == "2d" else "(B, 3, T, H, W)"
             raise ValueError(f"{self.arch} takes {layout} input, got {tuple(x.shape)}")
+
+
+def set_output_stride(backbone: Backbone, stride: int = 8) -> Backbone:
+    """Make a 2D ResNet's ``layer4`` map ``1/stride`` of the input, in place, weights unchanged: each
+    stage that would go past ``stride`` gets stride 1 and its 3x3 convolutions a dilation of the
+    stride it gave up times the previous stage's (SeCo Sec. 4, ResNet-50 at 8: res4 and res5
+    dilated 2 and 4; tiny2d at 8: layer4 dilated 2)."""
+    net = backbone.net
+    if backbone.kind != "2d" or not hasattr(net, "layer4"):
+        raise ValueError(f"{backbone.arch}: output stride applies to 2D ResNets")
+    reached = net.conv1.stride[0] * (2 if hasattr(net, "maxpool") else 1)
+    dilation = 1
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        layer = getattr(net, name)
+        convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
+        step = max(c.stride[0] for c in convs)
+        if reached * step <= stride:
+            reached *= step
+            continue
+        dilation *= step
+        for conv in convs:
+            conv.stride = (1, 1)
+            if conv.kernel_size[0] == 3:
+                conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
+    return backbone
