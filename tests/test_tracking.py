@@ -15,9 +15,17 @@ from PIL import Image
 from vidssl.cli import main
 from vidssl.errors import DataError
 from vidssl.eval import track_data
-from vidssl.eval.siamfc import (FrozenFeatures, SiamFCConfig, SiamFCHead, Tracker, balanced_logistic_loss,
-                                ball_labels, crop, track)
-from vidssl.eval.track_data import Sequence, load_sequences, read_boxes, synthetic_sequences
+from vidssl.eval.siamfc import (
+    FrozenFeatures,
+    SiamFCConfig,
+    SiamFCHead,
+    Tracker,
+    balanced_logistic_loss,
+    ball_labels,
+    crop,
+    track,
+)
+from vidssl.eval.track_data import Sequence, load_sequences, synthetic_sequences
 from vidssl.eval.track_metrics import iou, sequence_curves, summarize
 from vidssl.models.backbones import Backbone, set_output_stride
 
@@ -179,8 +187,8 @@ def test_ball_labels_and_the_balanced_logistic_loss_by_hand():
     total = 0.0
     for b in range(2):
         y, s = labels[b, 0].flatten().tolist(), scores[b, 0].flatten().tolist()
-        pos = [math.log1p(math.exp(-v)) for v, t in zip(s, y) if t == 1]
-        neg = [math.log1p(math.exp(v)) for v, t in zip(s, y) if t == 0]
+        pos = [math.log1p(math.exp(-v)) for v, t in zip(s, y, strict=True) if t == 1]
+        neg = [math.log1p(math.exp(v)) for v, t in zip(s, y, strict=True) if t == 0]
         total += 0.5 * sum(pos) / len(pos) + 0.5 * sum(neg) / len(neg)
     assert float(balanced_logistic_loss(scores, labels)) == pytest.approx(total / 2, rel=1e-5)
 

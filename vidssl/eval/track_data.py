@@ -202,8 +202,8 @@ def synthetic_sequences(count: int, frames: int = 48, size: int = 128, seed: int
                         first: int = 0) -> list[Sequence]:
     """Built-in tracking sequences ``first .. first+count-1``: a textured target wandering, growing,
     shrinking and turning over a panning background under changing light, while two distractors
-    cross it: one in the target's colours, one of its shape. The target is painted last, so it is never hidden, and its box
-    is the exact extent of its pixels."""
+    cross it: one in the target's colours, one of its shape. The target is painted last, so it is
+    never hidden, and its box is the exact extent of its pixels."""
     return [_synthetic_sequence(seed, first + k, frames, size) for k in range(count)]
 
 
