@@ -1,3 +1,3 @@
 """vidssl: self-supervised video representation learning (SeCo, VCLR, CORP, MLFO)."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
