@@ -186,7 +186,8 @@ def _train(model: TSN, encoder: Encoder, train_src: VideoSource, opener, recipe:
                       p_flip=p_flip, shared_crop=True, mean=encoder.mean, std=encoder.std)
     train_ds = VideoDataset(train_src, TSNSampler(recipe.segments, recipe.clip_len), aug, opener,
                             layout="clip" if is3d else "frame", seed=recipe.seed)
-    batch = recipe.batch_size // ctx.world_size
+    # a 1% subset may hold fewer videos than a batch: then each step takes them all
+    batch = max(1, min(recipe.batch_size, len(train_ds)) // ctx.world_size)
     sampler = DistributedSampler(train_ds, ctx.world_size, ctx.rank, seed=recipe.seed, drop_last=True) \
         if ctx.distributed else None
     net = DDP(model) if ctx.distributed else model
@@ -201,7 +202,7 @@ def _train(model: TSN, encoder: Encoder, train_src: VideoSource, opener, recipe:
         g = torch.Generator().manual_seed(recipe.seed * 1000 + epoch + 7919 * ctx.rank)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_size=min(batch, len(train_ds)), shuffle=sampler is None,
+        loader = DataLoader(train_ds, batch_size=batch, shuffle=sampler is None,
                             sampler=sampler, drop_last=True, num_workers=num_workers, generator=g,
                             collate_fn=collate_samples)
         for item in loader:

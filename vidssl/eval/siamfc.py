@@ -42,6 +42,7 @@ STRIDE = 8
 class SiamFCConfig:
     exemplar_size: int = 127
     instance_size: int = 255
+    level: str = "high"  # the encoder map the head reads: high (SeCo) or mid
     context: float = 0.5
     head_dim: int = 256
     r_pos: float = 16.0
@@ -62,27 +63,31 @@ class SiamFCConfig:
     seed: int = 0
 
     def describe(self) -> str:
-        return (f"SiamFC on frozen features at stride 8, 1x1 conv to {self.head_dim}; crops {self.exemplar_size}/"
+        return (f"SiamFC on frozen {self.level} features at stride 8, 1x1 conv to {self.head_dim}; crops {self.exemplar_size}/"
                 f"{self.instance_size}; {self.steps} steps x {self.batch_size} pairs, lr {self.lr}->{self.lr_end}; "
                 f"{self.scale_num} scales x{self.scale_step}")
 
 
 class FrozenFeatures(nn.Module):
     """The encoder at output stride 8, in eval mode, without gradients: frames ``(B, 3, H, W)``
-    in [0, 255] to ``layer4`` maps."""
+    in [0, 255] to the maps of ``level`` (SeCo: ``high``, the last stage; ``mid`` is the stage
+    before it, which ResNet-based Siamese trackers after SiamFC prefer)."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, level: str = "high") -> None:
         super().__init__()
+        if level not in ("high", "mid"):
+            raise ValueError(f"tracking reads the high or mid level (stride 8), not {level!r}")
         if encoder.backbone.kind != "2d":
             raise ValueError(f"tracking takes a frame (2D) encoder, {encoder.backbone.arch} is 3D")
         self.backbone = set_output_stride(encoder.backbone).eval().requires_grad_(False)
         self.register_buffer("mean", 255 * torch.tensor(encoder.mean).view(1, 3, 1, 1))
         self.register_buffer("std", 255 * torch.tensor(encoder.std).view(1, 3, 1, 1))
-        self.channels = encoder.backbone.level_channels["high"]
+        self.level = level
+        self.channels = encoder.backbone.level_channels[level]
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_levels((x - self.mean) / self.std)["high"]
+        return self.backbone.forward_levels((x - self.mean) / self.std)[self.level]
 
 
 class SiamFCHead(nn.Module):

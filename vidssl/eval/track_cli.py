@@ -39,6 +39,8 @@ def add_track_parser(esub: argparse._SubParsersAction, add_encoders, with_thread
     p.add_argument("--exemplar-size", type=int, default=127)
     p.add_argument("--instance-size", type=int, default=255)
     p.add_argument("--head-dim", type=int, default=256)
+    p.add_argument("--level", default="high", choices=("high", "mid"),
+                   help="encoder map under the head: high = last stage (SeCo), mid = the one before")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-random", action="store_true", help="no random-init reference row")
     p.add_argument("--out", default="runs/eval")
@@ -59,13 +61,13 @@ def track_config(args: argparse.Namespace) -> SiamFCConfig:
     if not 0 < args.exemplar_size < args.instance_size or min(args.steps, args.batch_size, args.head_dim) < 1:
         raise VidsslError("tracking needs 0 < --exemplar-size < --instance-size and positive --steps, "
                           "--batch-size, --head-dim")
-    return SiamFCConfig(args.exemplar_size, args.instance_size, head_dim=args.head_dim,
+    return SiamFCConfig(args.exemplar_size, args.instance_size, args.level, head_dim=args.head_dim,
                         r_pos=16.0 * args.instance_size / 255, steps=args.steps, batch_size=args.batch_size,
                         lr=args.lr, lr_end=args.lr_end, seed=args.seed)
 
 
 def evaluate_tracking(enc: Encoder, train: list[Sequence], test: list[Sequence], cfg: SiamFCConfig) -> dict:
-    features = FrozenFeatures(enc)
+    features = FrozenFeatures(enc, cfg.level)
     head, losses = train_head(features, train, cfg, enc.name)
     tracker = Tracker(features, head, cfg)
     per_sequence = {}
