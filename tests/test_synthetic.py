@@ -20,20 +20,20 @@ def test_deterministic_by_seed():
 
 def test_reversible_twins_are_each_other_played_backwards():
     videos = SyntheticVideos(num_videos=20, size=32, frames=24, seed=3, dynamics="reversible")
-    p = videos._video_params(0)
+    p = videos.video_params(0)
     for forward in range(0, len(MOTIONS), 2):
         for u in np.linspace(0, 1, 7):
-            np.testing.assert_allclose(videos._actor_state(forward + 1, u, p),
-                                       videos._actor_state(forward, 1 - u, p), atol=1e-9)
+            np.testing.assert_allclose(videos.actor_state(forward + 1, u, p),
+                                       videos.actor_state(forward, 1 - u, p), atol=1e-9)
 
 
 def test_arrow_twins_both_decelerate(synth):
-    p = synth._video_params(0)
+    p = synth.video_params(0)
     for motion in (0, 1):  # MoveLeft and its twin MoveRight: the same video backwards would accelerate
-        xs = [synth._actor_state(motion, u, p)[0] for u in (0.0, 0.5, 1.0)]
+        xs = [synth.actor_state(motion, u, p)[0] for u in (0.0, 0.5, 1.0)]
         assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])
         assert (xs[1] - xs[0]) * (xs[2] - xs[1]) > 0
-    assert synth._actor_state(0, 0.0, p)[0] > synth._actor_state(1, 0.0, p)[0]  # left vs right
+    assert synth.actor_state(0, 0.0, p)[0] > synth.actor_state(1, 0.0, p)[0]  # left vs right
 
 
 def test_friction_is_the_arrow_videos_without_their_ink(monkeypatch):
@@ -47,15 +47,15 @@ def test_friction_is_the_arrow_videos_without_their_ink(monkeypatch):
     finally:
         FRAME_CACHE.clear()  # nor may it keep the arrow frames rendered without
     assert not torch.equal(with_ink, friction.render(0, [11]))
-    p = friction._video_params(0)
-    xs = [friction._actor_state(0, u, p)[0] for u in (0.0, 0.5, 1.0)]
+    p = friction.video_params(0)
+    xs = [friction.actor_state(0, u, p)[0] for u in (0.0, 0.5, 1.0)]
     assert abs(xs[1] - xs[0]) > 2 * abs(xs[2] - xs[1])  # it still decelerates
 
 
 def test_ink_only_accumulates(synth):
     """Every pixel's stain moves monotonically away from the background as time goes on."""
     for i in range(len(MOTIONS)):
-        p = synth._video_params(i)
+        p = synth.video_params(i)
         yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
         previous = np.zeros((32, 32))
         for u in np.linspace(0, 1, 9):
@@ -181,7 +181,7 @@ def test_objects_painted_on_their_bounding_box_equal_full_frame_painting(monkeyp
 
 
 def test_painting_by_selection_equals_the_alpha_blend():
-    """``_paint`` selects colours where the blend's weights are 0 or 1 (the texture; the mask of an
+    """``paint`` selects colours where the blend's weights are 0 or 1 (the texture; the mask of an
     opaque object): the bytes of the blend ``img (1 - a) + (tex c0 + (1 - tex) c1) a`` it stands for."""
     from vidssl.data.synthetic import SHAPES, SyntheticVideos, _Object, _shape_mask
 
@@ -201,7 +201,7 @@ def test_painting_by_selection_equals_the_alpha_blend():
                2: np.ones_like(mask)}[obj.texture].astype(np.float32)[..., None]
         a = (alpha * mask.astype(np.float32))[..., None]
         expected = expected * (1 - a) + (tex * obj.colors[0] + (1 - tex) * obj.colors[1]) * a
-        SyntheticVideos._paint(img, obj, cx, cy, scale, angle, alpha, xx, yy)
+        SyntheticVideos.paint(img, obj, cx, cy, scale, angle, alpha, xx, yy)
         assert np.array_equal(img, expected), k
 
 

@@ -31,7 +31,7 @@ def _load_sources(args: argparse.Namespace) -> list:
 
     layout = detect_layout(args.path) if args.layout == "auto" else args.layout
     classes = read_class_names(args.classes) if args.classes else None
-    has_subsets = layout in ("ucf101", "hmdb51", "ssv2", "kinetics_csv")
+    has_subsets = layout in ("ucf101", "hmdb51", "ssv2", "kinetics_csv", "activitynet")
     subsets = [args.subset] if args.subset else (["train", "test"] if has_subsets else ["train"])
     if layout == "kinetics_csv" and not args.subset:
         subsets = [None]
@@ -41,12 +41,28 @@ def _load_sources(args: argparse.Namespace) -> list:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from vidssl.data.synthetic import SyntheticVideos
 
-    videos = SyntheticVideos(num_videos=args.videos, size=args.size, frames=args.frames, seed=args.seed,
+    if args.untrimmed:
+        return _synth_untrimmed(args)
+    videos = SyntheticVideos(num_videos=args.videos or 400, size=args.size, frames=args.frames or 64, seed=args.seed,
                              clips_per_group=args.clips_per_group, dynamics=args.dynamics)
     root = videos.write_ucf101(args.out)
     test = sum(videos.is_test(i) for i in range(videos.num_videos))
     print(f"wrote {videos.num_videos} videos ({videos.num_videos - test} train, {test} test) "
-          f"of {args.frames} frames at {args.size}x{args.size} to {root} (UCF101 layout, split 1)")
+          f"of {videos.frames} frames at {args.size}x{args.size} to {root} (UCF101 layout, split 1)")
+    return 0
+
+
+def _synth_untrimmed(args: argparse.Namespace) -> int:
+    from vidssl.data.untrimmed import UntrimmedVideos
+
+    try:
+        videos = UntrimmedVideos(args.videos or 60, args.size, args.frames or 240, seed=args.seed)
+    except ValueError as exc:
+        raise VidsslError(str(exc)) from exc
+    path = videos.write_activitynet(args.out)
+    test = sum(videos.is_test(k) for k in range(videos.num_videos))
+    print(f"wrote {videos.num_videos} untrimmed videos ({videos.num_videos - test} training, {test} validation) "
+          f"of {videos.frames} frames at {args.size}x{args.size} and {path} (ActivityNet v1.3 layout)")
     return 0
 
 
@@ -95,6 +111,41 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
             rows.append(bench_sampler(records, opener, sampler, backend, name))
     print(f"{len(records)} videos from {source.root}")
     print(render_table(rows, full))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    """Dense per-snippet features of every video (of ``--subset``, default all) into ``--out``."""
+    from dataclasses import replace
+
+    from vidssl.data.dataset import FileOpener
+    from vidssl.engine.distributed import setup, teardown
+    from vidssl.engine.threads import intra_op_threads
+    from vidssl.eval.encoders import load_encoder
+    from vidssl.eval.extract import SnippetProtocol, extract_dataset
+
+    enc = load_encoder(args.encoder)
+    clip_len = args.clip_len or (1 if enc.backbone.kind == "2d" else max(enc.clip_len, 8))
+    try:
+        p = SnippetProtocol(args.stride, clip_len, args.crop or enc.input_size, args.rescale, args.dtype, args.format)
+    except ValueError as exc:
+        raise VidsslError(str(exc)) from exc
+    sources = _load_sources(args)
+    seen, records = set(), []
+    for src in sources:
+        records += [r for r in src.records if not (r.path in seen or seen.add(r.path))]
+    source = replace(sources[0], records=records)
+    problems = sum(len(src.problems) for src in sources)
+    ctx = setup(args.device)
+    try:
+        with intra_op_threads(args.threads, 0):
+            manifest = extract_dataset(enc, source, FileOpener(args.backend), args.out, p, ctx)
+    finally:
+        teardown(ctx)
+    if ctx.is_main:
+        print(f"{len(manifest['videos'])} videos' features in {args.out} ({p.format}, {p.dtype}, "
+              f"{'rescaled to ' + str(p.rescale) if p.rescale else 'one row'} per video), "
+              f"{len(manifest['skipped'])} unreadable, {problems} list problems (vidssl data check)")
     return 0
 
 
@@ -280,13 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="dense per-snippet features of every video, one file each (for BMN)")
+    _add_source_args(p)
+    p.add_argument("--encoder", required=True, help="checkpoint.pt, an export or random:ARCH")
+    p.add_argument("--out", required=True, help="features folder (resumable)")
+    p.add_argument("--stride", type=int, default=16, help="frames between snippets (BMN: 16)")
+    p.add_argument("--clip-len", type=int, default=0, help="frames per snippet for 3D encoders")
+    p.add_argument("--crop", type=int, default=0, help="default: the encoder's input size")
+    p.add_argument("--rescale", type=int, default=0, help="rows per video by linear interpolation (BMN: 100)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--format", default="npy", choices=("npy", "safetensors"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_extract)
     data = sub.add_parser("data", help="datasets: synthesise, check, benchmark decoding")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    p = dsub.add_parser("synth", help="write the built-in synthetic videos as mp4 in the UCF101 layout")
+    p = dsub.add_parser("synth", help="write the built-in synthetic videos as mp4 in the UCF101 layout "
+                                      "(--untrimmed: long videos with action instances, ActivityNet layout)")
     p.add_argument("out")
-    p.add_argument("--videos", type=int, default=400)
+    p.add_argument("--videos", type=int, default=None, help="default 400 (untrimmed: 60)")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--frames", type=int, default=None, help="default 64 (untrimmed: 240)")
+    p.add_argument("--untrimmed", action="store_true",
+                   help="untrimmed videos: background stretches and 1-3 instances of one action each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips-per-group", type=int, default=2)
     p.add_argument("--dynamics", default="arrow", choices=DYNAMICS,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from vidssl.errors import DataError
 
 LAYOUTS = (
     "auto", "folder", "ucf101", "hmdb51", "kinetics_csv", "class_folders", "ssv2", "frame_list",
-    "path_list",
+    "path_list", "activitynet",
 )
 SUBSETS = ("train", "test")
 _UCF_GROUP = re.compile(r"_g(\d+)_c\d+")
@@ -342,6 +344,119 @@ def parse_ssv2(root: str | os.PathLike[str], subset: str = "train") -> VideoSour
     return col.source(classes, "ssv2")
 
 
+ACTIVITYNET_JSON = ("activity_net.v1-3.min.json", "activity_net.v1-3.json", "activity_net.json")
+_ACTIVITYNET_SUBSETS = {"train": ("training",), "test": ("validation",), "validation": ("validation",),
+                        "all": ("training", "validation", "testing")}
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One ActivityNet video's annotation: ``segments`` are ``(start, end)`` seconds with a class
+    index each; ``label`` is the video's class (the one its segments cover longest)."""
+
+    video_id: str
+    subset: str
+    duration: float
+    segments: tuple[tuple[float, float, int], ...]
+
+    @property
+    def label(self) -> int | None:
+        if not self.segments:
+            return None
+        cover: dict[int, float] = {}
+        for start, end, k in self.segments:
+            cover[k] = cover.get(k, 0.0) + end - start
+        return max(sorted(cover), key=cover.__getitem__)
+
+
+def _activity(vid: str, entry: Any, index: dict[str, int]) -> Activity:
+    """One ``database`` entry, type-checked; ValueError naming what is wrong."""
+    if not isinstance(entry, dict):
+        raise ValueError("not a mapping")
+    subset, duration, notes = entry.get("subset"), entry.get("duration"), entry.get("annotations", [])
+    if subset not in ("training", "validation", "testing"):
+        raise ValueError(f"subset {subset!r} is not training, validation or testing")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 < duration < 1e6:
+        raise ValueError(f"duration {duration!r} is not a positive number of seconds")
+    if not isinstance(notes, list):
+        raise ValueError("annotations is not a list")
+    segments = []
+    for n, note in enumerate(notes):
+        seg = note.get("segment") if isinstance(note, dict) else None
+        ok = isinstance(seg, list) and len(seg) == 2 and all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in seg)
+        if not ok or not 0 <= seg[0] < seg[1]:
+            raise ValueError(f"annotations[{n}]: segment {seg!r} is not [start, end] with 0 <= start < end")
+        if note.get("label") not in index:
+            raise ValueError(f"annotations[{n}]: label {note.get('label')!r} is not a class name")
+        segments.append((float(seg[0]), min(float(seg[1]), float(duration)), index[note["label"]]))
+    return Activity(vid, subset, float(duration), tuple(segments))
+
+
+def read_activitynet(path: str | os.PathLike[str]) -> tuple[list[str], dict[str, Activity], list[Problem]]:
+    """ActivityNet v1.3 JSON (``database`` → id → ``subset``, ``duration``, ``annotations`` of
+    ``segment`` [start, end] seconds and ``label``): the classes (sorted names of every annotation's
+    label), the videos, and a problem per entry that is malformed (named ``file[database][id]``)."""
+    path = Path(path)
+    data = _read_json(path, dict, "a mapping with a 'database'")
+    database = data.get("database")
+    if not isinstance(database, dict):
+        raise DataError(f"{path}: no 'database' mapping (is this an ActivityNet JSON?)")
+    labels = {n.get("label") for e in database.values() if isinstance(e, dict)
+              for n in (e.get("annotations") if isinstance(e.get("annotations"), list) else [])
+              if isinstance(n, dict)}
+    classes = sorted(c for c in labels if isinstance(c, str) and c)
+    index = {c: k for k, c in enumerate(classes)}
+    videos, problems = {}, []
+    for vid, entry in database.items():
+        try:
+            if list_path_problem(vid) or "/" in vid:
+                raise ValueError("the video id is not a plain name")
+            videos[vid] = _activity(vid, entry, index)
+        except ValueError as exc:
+            problems.append(Problem(f"{path}[database][{vid!r}]", str(exc)))
+    return classes, videos, problems
+
+
+def activitynet_id(path: str) -> str:
+    """The ActivityNet id of a video file: its name without ``v_`` and extension."""
+    stem = Path(path).stem
+    return stem[2:] if stem.startswith("v_") else stem
+
+
+def parse_activitynet(root: str | os.PathLike[str], subset: str = "train") -> VideoSource:
+    """ActivityNet v1.3: the JSON (``activity_net.v1-3.min.json``) in ``root`` (or ``root`` is the
+    JSON); videos ``v_<id>.<ext>`` or ``<id>.<ext>`` in the JSON's folder, ``videos/`` or a folder
+    named after the subset. train = training, test = validation (the testing subset has no labels;
+    ``all`` = every subset, unlabeled where a video has no annotation). A video's class is the
+    label its segments cover longest; a labelled subset's video without annotations is a problem."""
+    given = Path(root)
+    json_path = given if given.is_file() else _find(given, ACTIVITYNET_JSON) if given.is_dir() else None
+    if json_path is None:
+        raise DataError(f"{root}: no ActivityNet JSON ({', '.join(ACTIVITYNET_JSON)})")
+    if subset not in _ACTIVITYNET_SUBSETS:
+        raise DataError(f"ActivityNet subset must be train, test or all, got {subset!r}")
+    classes, videos, problems = read_activitynet(json_path)
+    col = _Collector(json_path.parent)
+    col.problems += problems
+    wanted = _ACTIVITYNET_SUBSETS[subset]
+    for vid, act in videos.items():
+        if act.subset not in wanted:
+            continue
+        where = f"{json_path}[database][{vid!r}]"
+        if act.label is None and subset != "all":
+            col.problem(where, "no annotations: no class")
+            continue
+        bases = [d for d in (col.root, col.root / "videos", col.root / act.subset) if d.is_dir()]
+        found = next((b / f"{stem}{ext}" for b in bases for stem in (f"v_{vid}", vid) for ext in VIDEO_EXTENSIONS
+                      if (b / f"{stem}{ext}").is_file()), None)
+        if found is None:
+            col.problem(where, f"missing video v_{vid}.* (looked in {', '.join(str(b) for b in bases)})")
+            continue
+        col.add(found, act.label)
+    return col.source(classes or None, "activitynet")
+
+
 def parse_frame_list(list_file: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> VideoSource:
     """Pre-extracted frames: lines ``<dir> <num_frames> <label>`` (label optional), frame folders
     holding ``img_00001.jpg`` / ``frame_00001.jpg`` (any ``.jpg``/``.png``, sorted)."""
@@ -428,6 +543,8 @@ def detect_layout(path: str | os.PathLike[str]) -> str:
     if p.is_file():
         if p.suffix == ".csv":
             return "kinetics_csv"
+        if p.name in ACTIVITYNET_JSON:
+            return "activitynet"
         lines = [line.split() for _, line in _read_lines(p)[:20]]
         if lines and all(len(t) in (2, 3) and t[1].isdigit() for t in lines) and any(len(t) == 3 for t in lines):
             return "frame_list"
@@ -440,6 +557,8 @@ def detect_layout(path: str | os.PathLike[str]) -> str:
         return "hmdb51"
     if _find(p, ["labels.json", "something-something-v2-labels.json"]):
         return "ssv2"
+    if _find(p, ACTIVITYNET_JSON):
+        return "activitynet"
     top_videos = [c for c in p.iterdir() if _is_video(c)]
     subdirs = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if not top_videos and subdirs and all(any(_is_video(f) for f in d.iterdir()) for d in subdirs):
@@ -468,6 +587,8 @@ def load_source(path: str | os.PathLike[str], layout: str = "auto", split: int =
         return parse_kinetics_csv(path, root, subset)
     if layout == "ssv2":
         return parse_ssv2(path, subset)
+    if layout == "activitynet":
+        return parse_activitynet(path, subset)
     if layout == "frame_list":
         return parse_frame_list(path, root)
     return parse_path_list(path, root, class_names)

@@ -284,7 +284,7 @@ class SyntheticVideos:
             "actor_freq": float(g.uniform(3, 6)),
         }
 
-    def _video_params(self, i: int) -> dict:
+    def video_params(self, i: int) -> dict:
         scene = self._scene(i)
         g = np.random.default_rng([self.seed, i])
         s = self.size
@@ -314,7 +314,7 @@ class SyntheticVideos:
             "angle0": float(g.uniform(0, 2 * math.pi)),
         }
 
-    def _actor_state(self, motion: int, u: float, p: dict) -> tuple[float, float, float, float, float]:
+    def actor_state(self, motion: int, u: float, p: dict) -> tuple[float, float, float, float, float]:
         """(cx, cy, scale, angle, alpha) of the actor at normalised time u in [0, 1]. With arrow
         dynamics both twins decelerate; reversible ones move at constant speed, and a twin is the
         other played backwards."""
@@ -337,7 +337,7 @@ class SyntheticVideos:
         return cx, cy, scale, angle, alpha
 
     @staticmethod
-    def _paint(img: np.ndarray, obj: _Object, cx: float, cy: float, scale: float, angle: float,
+    def paint(img: np.ndarray, obj: _Object, cx: float, cy: float, scale: float, angle: float,
                alpha: float, xx: np.ndarray, yy: np.ndarray) -> None:
         """Alpha-blend ``obj`` into ``img`` (in place), on the pixels of its bounding box only."""
         placed = _placement(obj, cx, cy, scale, angle, xx, yy)
@@ -363,7 +363,7 @@ class SyntheticVideos:
         actor = p["actor"]
         dose = np.zeros(img.shape[:2], np.float32)
         for k in range(math.floor(u * INK_STEPS + 1e-9) + 1):
-            cx, cy, scale, angle, alpha = self._actor_state(motion, k / INK_STEPS, p)
+            cx, cy, scale, angle, alpha = self.actor_state(motion, k / INK_STEPS, p)
             spread = 1.0 + INK_SPREAD * (u - k / INK_STEPS)  # a stain widens as it soaks in
             placed = _placement(actor, cx, cy, scale * spread, angle, xx, yy)
             if placed is not None and alpha > 0:
@@ -374,6 +374,12 @@ class SyntheticVideos:
 
     def _frame(self, i: int, u: float, p: dict, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
         """The frame of video ``i`` at normalised time ``u``, (size, size, 3) uint8."""
+        img = self.backdrop(i, u, p, xx, yy)
+        self.paint(img, p["actor"], *self.actor_state(self.motion_of(i), u, p), xx, yy)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def backdrop(self, i: int, u: float, p: dict, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        """Video ``i``'s frame at time ``u`` without the actor, (size, size, 3) float."""
         scene = p["scene"]
         bx, by = xx + p["bg_velocity"][0] * u, yy + p["bg_velocity"][1] * u
         w = np.zeros_like(xx)
@@ -384,9 +390,8 @@ class SyntheticVideos:
         if self.dynamics == "arrow":  # friction: the same motion, no ink
             self._ink(img, self.motion_of(i), u, p, xx, yy)
         for obj, path in p["distractors"]:
-            self._paint(img, obj, *path[round(u * (len(path) - 1))], 1.0, 0.0, 1.0, xx, yy)
-        self._paint(img, p["actor"], *self._actor_state(self.motion_of(i), u, p), xx, yy)
-        return np.clip(img, 0, 255).astype(np.uint8)
+            self.paint(img, obj, *path[round(u * (len(path) - 1))], 1.0, 0.0, 1.0, xx, yy)
+        return img
 
     def render(self, i: int, indices: Sequence[int]) -> torch.Tensor:
         """Frames ``indices`` of video ``i`` as ``(N, 3, size, size)`` uint8."""
@@ -403,7 +408,7 @@ class SyntheticVideos:
                 out[n] = cached
                 continue
             if p is None:
-                p = self._video_params(i)
+                p = self.video_params(i)
                 yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
             out[n] = self._frame(i, t / max(last, 1), p, xx, yy)
             FRAME_CACHE.put((*video_key, t), out[n].copy())

@@ -18,6 +18,7 @@ from vidssl.errors import VidsslError
 from vidssl.eval.data import EvalData
 from vidssl.eval.encoders import Encoder, file_hash, load_encoder
 from vidssl.eval.features import FeatureSet, Protocol, extract
+from vidssl.eval.localize import add_localize_parser
 from vidssl.eval.results import write_result
 from vidssl.eval.track_cli import add_track_parser
 from vidssl.models.init import FORMATS, init_backbone
@@ -368,3 +369,4 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=0)
     p.set_defaults(func=with_threads(cmd_order))
     add_track_parser(esub, add_encoders, with_threads)
+    add_localize_parser(esub, with_threads)

@@ -63,9 +63,9 @@ class SiamFCConfig:
     seed: int = 0
 
     def describe(self) -> str:
-        return (f"SiamFC on frozen {self.level} features at stride 8, 1x1 conv to {self.head_dim}; crops {self.exemplar_size}/"
-                f"{self.instance_size}; {self.steps} steps x {self.batch_size} pairs, lr {self.lr}->{self.lr_end}; "
-                f"{self.scale_num} scales x{self.scale_step}")
+        return (f"SiamFC on frozen {self.level} features at stride 8, 1x1 conv to {self.head_dim}; "
+                f"crops {self.exemplar_size}/{self.instance_size}; {self.steps} steps x {self.batch_size} pairs, "
+                f"lr {self.lr}->{self.lr_end}; {self.scale_num} scales x{self.scale_step}")
 
 
 class FrozenFeatures(nn.Module):

@@ -237,8 +237,8 @@ def _synthetic_sequence(seed: int, k: int, frames: int, size: int) -> Sequence:
                 for f, a in zip(bg[2], bg[3], strict=True))
         img = (0.5 + 0.25 * w / 2)[..., None] * bg[0] + (0.5 - 0.25 * w / 2)[..., None] * bg[1]
         for obj, (start, end) in zip((same_colours, same_shape), crossings, strict=True):
-            SyntheticVideos._paint(img, obj, *(start + (end - start) * u), 1.0, 0.0, 1.0, xx, yy)
-        SyntheticVideos._paint(img, target, *state(t), 1.0, xx, yy)
+            SyntheticVideos.paint(img, obj, *(start + (end - start) * u), 1.0, 0.0, 1.0, xx, yy)
+        SyntheticVideos.paint(img, target, *state(t), 1.0, xx, yy)
         # the light changes: brightness swings and the colour cast drifts
         img *= (1 + light[0] * math.sin(light[1] * u)) * (1 + light[2] * u)
         return np.clip(img, 0, 255).astype(np.uint8)
