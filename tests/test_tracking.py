@@ -171,6 +171,15 @@ def test_output_stride_8_keeps_the_weights_and_dilates_the_last_stages():
     assert tiny.net.layer4.conv1.dilation == (2, 2) and tiny.net.layer3.conv1.dilation == (1, 1)
 
 
+def test_frozen_features_read_the_stride_8_levels_only():
+    from vidssl.eval.encoders import load_encoder
+
+    mid = FrozenFeatures(load_encoder("random:tiny2d"), "mid")
+    assert mid.channels == 64 and mid(torch.zeros(1, 3, 63, 63)).shape == (1, 64, 8, 8)
+    with pytest.raises(ValueError, match="high or mid"):
+        FrozenFeatures(load_encoder("random:tiny2d"), "low")  # tiny2d's low level is at stride 4
+
+
 def test_crop_copies_pixels_and_fills_outside_with_the_mean_colour():
     image = torch.arange(3 * 20 * 30, dtype=torch.float32).view(3, 20, 30)
     # a 6 px square whose corners fall on pixel edges, at its own size: the pixels themselves
