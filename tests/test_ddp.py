@@ -139,6 +139,17 @@ def test_finetune_under_torchrun_splits_the_batch_and_scores_every_test_video_on
     assert (confusion.sum(1) == 2).all()  # the 20 test videos, 2 per class, each scored once by one rank
 
 
+def test_extract_under_torchrun_splits_the_videos_and_merges_the_manifests(tmp_path):
+    from vidssl.data.untrimmed import UntrimmedVideos
+
+    UntrimmedVideos(num_videos=6, size=32, frames=48).write_activitynet(tmp_path / "anet")
+    res = torchrun(["-m", "vidssl.cli", "extract", str(tmp_path / "anet"), "--encoder", "random:tiny2d",
+                    "--out", str(tmp_path / "feats"), "--stride", "8", "--device", "cpu"], cwd=tmp_path)
+    manifest = json.loads((tmp_path / "feats" / "manifest.json").read_text())
+    assert len(manifest["videos"]) == 6 and len(list((tmp_path / "feats").glob("*.npy"))) == 6
+    assert res.stdout.count("videos' features") == 1  # rank 0 reports
+
+
 @pytest.mark.slow
 def test_mlfo_pretrains_under_torchrun_across_its_stages(tmp_path):
     """Stage one leaves the prototypes (frozen) and the lower-level heads (no graph loss yet)
