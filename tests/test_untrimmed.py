@@ -15,8 +15,15 @@ from vidssl.cli import main
 from vidssl.data.sources import detect_layout, load_source, parse_activitynet, read_activitynet
 from vidssl.data.untrimmed import UntrimmedVideos
 from vidssl.errors import DataError
-from vidssl.eval.bmn import (BMN, boundary_matching_mask, pem_cls_loss, proposals, tem_loss, training_targets,
-                             valid_proposals)
+from vidssl.eval.bmn import (
+    BMN,
+    boundary_matching_mask,
+    pem_cls_loss,
+    proposals,
+    tem_loss,
+    training_targets,
+    valid_proposals,
+)
 from vidssl.eval.extract import rescale, snippet_centres, snippet_frames
 from vidssl.eval.localize import average_recall, soft_nms
 
@@ -140,6 +147,21 @@ def test_extract_writes_resumes_and_refuses_another_protocol(untrimmed, tmp_path
     assert len(after) == 12 and all(after[n] == t for n, t in before.items())  # only the missing one rewritten
     assert np.array_equal(np.load(out / entry["file"]), feats)
     assert main([*args[:-1], "4"]) == 2 and "another encoder or protocol" in capsys.readouterr().err
+
+
+def test_extract_lists_an_unreadable_video_and_goes_on(tmp_path, capsys):
+    from vidssl.data.encode import write_video
+
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "good.mp4", torch.zeros(10, 3, 32, 32, dtype=torch.uint8))
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00 ftypisom" + bytes(200))
+    out = tmp_path / "feats"
+    assert main(["extract", str(tmp_path / "videos"), "--encoder", "random:tiny2d", "--out", str(out),
+                 "--stride", "4"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["videos"]) == ["good"] and list(manifest["skipped"]) == [str(tmp_path / "videos" /
+                                                                                  "broken.mp4")]
+    assert "1 unreadable" in capsys.readouterr().out
 
 
 def test_extract_rescales_for_bmn_and_writes_safetensors(untrimmed, tmp_path):

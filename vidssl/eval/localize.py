@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,7 +236,7 @@ def cmd_localize(args) -> int:
                          seed=args.seed)
     classes, activities, problems = read_activitynet(args.annotations)
     for problem in problems:
-        print(f"vidssl: skipping {problem.where}: {problem.reason}")
+        print(f"vidssl: skipping {problem.where}: {problem.reason}", file=sys.stderr)
     rows = []
     for folder in args.features:
         result = evaluate(folder, activities, cfg)
