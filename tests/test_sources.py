@@ -146,3 +146,19 @@ def test_index_cache_invalidated_when_file_changes(tmp_path, video_files):
     os.utime(path, ns=(1, 1))
     assert again.cached(str(path)) is None
     assert again.get(str(path)).num_frames == 24 and again.dirty
+
+
+def test_ucf101_finds_videos_in_mmaction2s_videos_folder_and_missing_files_say_where_it_looked(tmp_path):
+    from vidssl.data.sources import parse_ucf101
+
+    (tmp_path / "videos" / "Jump").mkdir(parents=True)
+    (tmp_path / "videos" / "Jump" / "v_Jump_g01_c01.avi").write_bytes(b"")
+    (tmp_path / "classInd.txt").write_text("1 Jump\n")
+    (tmp_path / "trainlist01.txt").write_text("Jump/v_Jump_g01_c01.avi 1\nJump/v_Jump_g02_c01.avi 1\n")
+    src = parse_ucf101(tmp_path, 1, "train")
+    assert [Path(r.path).relative_to(tmp_path).as_posix() for r in src.records] == ["videos/Jump/v_Jump_g01_c01.avi"]
+    (problem,) = src.problems
+    assert f"looked in {tmp_path / 'videos'}, {tmp_path}" in problem.reason and "link them" in problem.reason
+    (tmp_path / "list.txt").write_text("elsewhere/a.mp4 0\n")
+    (problem,) = parse_path_list(tmp_path / "list.txt").problems
+    assert "--root" in problem.reason

@@ -28,6 +28,7 @@ SUBSETS = ("train", "test")
 _UCF_GROUP = re.compile(r"_g(\d+)_c\d+")
 
 
+_LIST_ROOT = ", or give their folder with --root (data.root=FOLDER when pretraining)"
 MAX_LABEL = 100_000  # a label beyond this is a typo, not a class (ImageNet-21k has 21,841)
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -54,10 +55,11 @@ def parse_label(text: str, num_classes: int | None = None) -> int | None:
 class _Collector:
     """Accumulates records and problems; resolves list paths inside the root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, elsewhere: str = "") -> None:
         self.root = root.resolve()
         self.records: list[VideoRecord] = []
         self.problems: list[Problem] = []
+        self.elsewhere = elsewhere  # how this layout is pointed at another video folder, for messages
 
     def problem(self, where: str, reason: str) -> None:
         self.problems.append(Problem(where, reason))
@@ -71,12 +73,15 @@ class _Collector:
         if reason:
             self.problem(where, f"path {rel!r} {reason}")
             return None
-        for base in candidates or (self.root,):
+        bases = list(candidates or (self.root,))
+        for base in bases:
             for suffix in suffixes:
                 path = base / f"{rel}{suffix}"
                 if path.exists():
                     return path
-        self.problem(where, f"missing file {rel if suffixes == ('',) else rel + '.*'!r}")
+        looked = ", ".join(str(b) for b in bases)
+        self.problem(where, f"missing file {rel if suffixes == ('',) else rel + '.*'!r} (looked in {looked}; "
+                            f"videos kept elsewhere: link them into one of these folders{self.elsewhere})")
         return None
 
     def add(self, path: Path, label: int | None, group: str | None = None,
@@ -161,7 +166,8 @@ def _read_class_index(path: Path) -> list[str]:
 def parse_ucf101(root: str | os.PathLike[str], split: int = 1, subset: str = "train") -> VideoSource:
     """UCF101: ``classInd.txt`` (``1 ApplyEyeMakeup``), ``trainlist0N.txt`` (``Class/v_..._gXX_cYY.avi
     <1-based label>``), ``testlist0N.txt`` (class from the folder). Split files may sit in ``root``
-    or a sub-folder (``ucfTrainTestlist``); videos in ``root`` or ``root/UCF-101``."""
+    or a sub-folder (``ucfTrainTestlist``); videos in ``root/UCF-101``, ``root/videos`` (mmaction2's
+    layout) or ``root``."""
     if subset not in SUBSETS:
         raise DataError(f"UCF101 subset must be train or test, got {subset!r}")
     col = _Collector(Path(root))
@@ -174,7 +180,7 @@ def parse_ucf101(root: str | os.PathLike[str], split: int = 1, subset: str = "tr
     list_file = _find(col.root, [list_name])
     if list_file is None:
         raise DataError(f"{root}: {list_name} not found (split {split})")
-    video_roots = [col.root / "UCF-101", col.root] if (col.root / "UCF-101").is_dir() else [col.root]
+    video_roots = [d for d in (col.root / "UCF-101", col.root / "videos") if d.is_dir()] + [col.root]
     for n, line in _read_lines(list_file):
         where = f"{list_file}:{n}"
         rel, token = _split_label(line)
@@ -250,7 +256,7 @@ def parse_kinetics_csv(csv_path: str | os.PathLike[str], root: str | os.PathLike
     ``<ytid>_<start:06d>_<end:06d>.<ext>`` in ``root/<label>/`` or ``root/``. Classes sorted by
     name; rows without a label (the test CSV) are unlabeled. ``subset`` filters the split column."""
     csv_path = Path(csv_path)
-    col = _Collector(Path(root) if root else csv_path.parent)
+    col = _Collector(Path(root) if root else csv_path.parent, _LIST_ROOT)
     try:
         rows = list(csv.DictReader(_read_text(csv_path).splitlines()))
     except csv.Error as exc:
@@ -461,7 +467,7 @@ def parse_frame_list(list_file: str | os.PathLike[str], root: str | os.PathLike[
     """Pre-extracted frames: lines ``<dir> <num_frames> <label>`` (label optional), frame folders
     holding ``img_00001.jpg`` / ``frame_00001.jpg`` (any ``.jpg``/``.png``, sorted)."""
     list_file = Path(list_file)
-    col = _Collector(Path(root) if root else list_file.parent)
+    col = _Collector(Path(root) if root else list_file.parent, _LIST_ROOT)
     max_label = -1
     for n, line in _read_lines(list_file):
         where = f"{list_file}:{n}"
@@ -510,7 +516,7 @@ def parse_path_list(list_file: str | os.PathLike[str], root: str | os.PathLike[s
     label is a 0-based integer or, with ``class_names``, a class name; a line whose last token is
     neither is a path without label (unlabeled)."""
     list_file = Path(list_file)
-    col = _Collector(Path(root) if root else list_file.parent)
+    col = _Collector(Path(root) if root else list_file.parent, _LIST_ROOT)
     index = {c: k for k, c in enumerate(class_names or [])}
     max_label = -1
     for n, line in _read_lines(list_file):
