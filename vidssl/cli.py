@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,46 @@ def _synth_untrimmed(args: argparse.Namespace) -> int:
     print(f"wrote {videos.num_videos} untrimmed videos ({videos.num_videos - test} training, {test} validation) "
           f"of {videos.frames} frames at {args.size}x{args.size} and {path} (ActivityNet v1.3 layout)")
     return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    """Resize / re-encode (or extract frames of) every video of a dataset into a same-layout copy."""
+    from vidssl.data.prepare import FAILURES, PrepareOptions, prepare_dataset
+
+    try:
+        opts = PrepareOptions(args.to, args.short_side, args.max_fps, args.gop, args.crf)
+        result = prepare_dataset(args.src, args.dst, opts, args.jobs)
+    except ValueError as exc:
+        raise VidsslError(str(exc)) from exc
+    failed = result["failed"]
+    print(f"{result['prepared']} videos prepared, {result['skipped_done']} already done, {len(failed)} failed "
+          f"(listed in {Path(args.dst) / FAILURES}) of {result['videos']} under {args.src}")
+    if args.to == "frames":
+        for line in _write_frame_lists(args, opts):
+            print(line)
+    return 0
+
+
+def _write_frame_lists(args: argparse.Namespace, opts) -> list[str]:
+    """``frames_<subset>.txt`` (``<dir> <num_frames> [label]``) for each subset the source layout has."""
+    from vidssl.data.prepare import target_path
+    from vidssl.data.sources import detect_layout, load_source
+
+    layout = detect_layout(args.src) if args.layout == "auto" else args.layout
+    subsets = ("train", "test") if layout in ("ucf101", "hmdb51", "ssv2", "activitynet") else ("train",)
+    src, dst, written = Path(args.src).resolve(), Path(args.dst), []
+    for subset in subsets:
+        source = load_source(args.src, layout, args.split, subset)
+        lines = []
+        for r in source.records:
+            folder = target_path(Path(r.path).resolve().relative_to(src), opts)
+            count = len(list((dst / folder).glob("img_*.jpg"))) if (dst / folder).is_dir() else 0
+            if count:
+                lines.append(f"{folder.as_posix()} {count}" + (f" {r.label}" if r.label is not None else ""))
+        name = dst / f"frames_{subset}.txt"
+        name.write_text("".join(line + "\n" for line in lines))
+        written.append(f"{name}: {len(lines)} frame folders ({subset}; read with --layout frame_list)")
+    return written
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -360,6 +401,19 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
                    help="arrow: irreversible, as real video (default); friction: the same motion without ink; "
                         "reversible: the control (docs/data.md)")
     p.set_defaults(func=cmd_data_synth)
+    p = dsub.add_parser("prepare", help="a same-layout copy that decodes fast: short side resized, H.264 with "
+                                        "short GOPs (or JPEG frames), other files copied")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--to", default="video", choices=("video", "frames"))
+    p.add_argument("--short-side", type=int, default=320)
+    p.add_argument("--max-fps", type=float, default=0.0, help="cap the frame rate (0: keep)")
+    p.add_argument("--gop", type=int, default=12, help="a key frame every N frames")
+    p.add_argument("--crf", type=int, default=23, help="H.264 quality (lower: better, larger)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--layout", default="auto", help="the source's layout (for --to frames' lists)")
+    p.add_argument("--split", type=int, default=1)
+    p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("check", help="list every unreadable, empty, too short or mislabeled entry")
     _add_source_args(p)
     p.add_argument("--min-frames", type=int, default=2, help="shorter videos are reported (default 2)")

@@ -344,7 +344,7 @@ def parse_ssv2(root: str | os.PathLike[str], subset: str = "train") -> VideoSour
         if not isinstance(template, str) or _ssv2_template(template) not in label_map:
             col.problem(where, f"unknown class template {template!r}")
             continue
-        path = col.resolve(f"{entry['id']}.webm", where, vdirs)
+        path = col.resolve(str(entry["id"]), where, vdirs, suffixes=(".webm", ".mp4"))  # .mp4: data prepare
         if path is not None:
             col.add(path, label_map[_ssv2_template(template)])
     return col.source(classes, "ssv2")
