@@ -94,3 +94,17 @@ def test_out_of_range_index_is_an_error(video_files):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown decoder backend"):
         open_video("x.mp4", "decord")
+
+
+def test_auto_takes_torchcodec_where_it_loads_and_pyav_otherwise(monkeypatch, video_files):
+    from vidssl.data import decoders
+
+    monkeypatch.setattr(decoders, "torchcodec_available", lambda: False)
+    reader = open_video(video_files["h264_short_gop"])
+    assert isinstance(reader, PyAVReader)
+    reader.close()
+    if decoders.torchcodec_problem() is None:
+        monkeypatch.setattr(decoders, "torchcodec_available", lambda: True)
+        reader = open_video(video_files["h264_short_gop"])
+        assert isinstance(reader, TorchCodecReader)
+        reader.close()
