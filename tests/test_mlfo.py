@@ -349,6 +349,33 @@ def test_motion_loss_uses_orders_drawn_level_after_level_clip_1_first(form):
         assert torch.allclose(parts[f"aug_{lv}"], model.cfg.aug_weight * expected, atol=1e-5)
 
 
+def test_paper_form_l_aug_is_eq_11_12_by_hand():
+    """MLFO eq. 11-12 written out: for each video i and each view a, -log h(ME(f1), ME(f2)) /
+    (h(ME(f1), ME(f2)) + sum_k h(ME(f^a), ME(Aug_k(f^a)))), h(u, v) = exp(u.v / tau) on the
+    branch's embeddings; averaged over the videos (the paper sums; the mean keeps the loss
+    independent of the batch), summed over the two views."""
+    torch.manual_seed(1)
+    model = MLFO(MLFOConfig(**SMALL, temporal_levels=["low"], loss_form="paper"), Backbone("tiny3d")).train()
+    model.set_epoch(3, 4)
+    clips = [torch.randn(3, 3, 4, 16, 16, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    _, parts = model(clips, {}, torch.Generator().manual_seed(5))
+    maps = model.encoder.forward_levels(torch.cat(clips))["low"]
+    g = torch.Generator().manual_seed(5)
+    t = maps.shape[2]
+    embedded = []
+    for f in (maps[:3], maps[3:6]):
+        orders = [None] + [time_order(a, t, g) for a in ("reverse", "shuffle")]
+        embedded.append(model.motion["low"].reordered(f, order_indices([orders], t, f.device))[0].tolist())
+    tau, total = model.cfg.tau, 0.0
+    for i in range(3):
+        e1, e2 = embedded[0][i], embedded[1][i]  # [ME(f), ME(Aug_1(f)), ME(Aug_2(f))] per view
+        h = math.exp(sum(u * v for u, v in zip(e1[0], e2[0], strict=True)) / tau)
+        for own in (e1, e2):
+            neg = sum(math.exp(sum(u * v for u, v in zip(own[0], aug, strict=True)) / tau) for aug in own[1:])
+            total -= math.log(h / (h + neg))
+    assert float(parts["aug_low"].detach()) == pytest.approx(model.cfg.aug_weight * total / 3, rel=1e-4)
+
+
 def test_time_shuffle_never_returns_the_original_order():
     f = torch.arange(3.0).view(1, 1, 3, 1, 1)
     g = torch.Generator().manual_seed(0)
