@@ -153,3 +153,95 @@ def test_eval_init_gives_a_random_encoder_other_weights(tmp_path, capsys):
     capsys.readouterr()
     code = main(["eval", "linear", "--encoder", str(seco), "--init", str(seco), *common])
     assert code == 2 and "--init applies to random:ARCH encoders" in capsys.readouterr().err
+
+
+# CoCLR's S3D as its backbone/s3dg.py names it (module names and structure written from that file;
+# BatchNorm eps set to torchvision's 1e-3 here so that the two networks' outputs can be compared)
+class _CoBasic(torch.nn.Module):
+    def __init__(self, cin, cout, k, stride=1, padding=0):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(cin, cout, k, stride, padding, bias=False)
+        self.bn = torch.nn.BatchNorm3d(cout, eps=1e-3)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+class _CoST(torch.nn.Module):
+    def __init__(self, cin, cout, k, stride, padding):
+        super().__init__()
+        t, s = stride if isinstance(stride, tuple) else (stride, stride)
+        self.conv1 = torch.nn.Conv3d(cin, cout, (1, k, k), (1, s, s), (0, padding, padding), bias=False)
+        self.conv2 = torch.nn.Conv3d(cout, cout, (k, 1, 1), (t, 1, 1), (padding, 0, 0), bias=False)
+        self.bn1, self.bn2 = torch.nn.BatchNorm3d(cout, eps=1e-3), torch.nn.BatchNorm3d(cout, eps=1e-3)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+class _CoSep(torch.nn.Module):
+    def __init__(self, cin, planes):
+        super().__init__()
+        b0, b1a, b1, b2a, b2, b3 = planes
+        self.branch0 = torch.nn.Sequential(_CoBasic(cin, b0, 1))
+        self.branch1 = torch.nn.Sequential(_CoBasic(cin, b1a, 1), _CoST(b1a, b1, 3, 1, 1))
+        self.branch2 = torch.nn.Sequential(_CoBasic(cin, b2a, 1), _CoST(b2a, b2, 3, 1, 1))
+        self.branch3 = torch.nn.Sequential(torch.nn.MaxPool3d(3, 1, 1), _CoBasic(cin, b3, 1))
+
+    def forward(self, x):
+        return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
+
+
+class _CoS3D(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        pool = torch.nn.MaxPool3d
+        self.Conv_1a = _CoST(3, 64, 7, 2, 3)
+        self.block1 = torch.nn.Sequential(self.Conv_1a)
+        self.Conv_2b, self.Conv_2c = _CoBasic(64, 64, 1), _CoST(64, 192, 3, 1, 1)
+        self.block2 = torch.nn.Sequential(pool((1, 3, 3), (1, 2, 2), (0, 1, 1)), self.Conv_2b, self.Conv_2c)
+        self.Mixed_3b, self.Mixed_3c = _CoSep(192, [64, 96, 128, 16, 32, 32]), _CoSep(256, [128, 128, 192, 32, 96, 64])
+        self.block3 = torch.nn.Sequential(pool((1, 3, 3), (1, 2, 2), (0, 1, 1)), self.Mixed_3b, self.Mixed_3c)
+        self.Mixed_4b = _CoSep(480, [192, 96, 208, 16, 48, 64])
+        self.Mixed_4c = _CoSep(512, [160, 112, 224, 24, 64, 64])
+        self.Mixed_4d = _CoSep(512, [128, 128, 256, 24, 64, 64])
+        self.Mixed_4e = _CoSep(512, [112, 144, 288, 32, 64, 64])
+        self.Mixed_4f = _CoSep(528, [256, 160, 320, 32, 128, 128])
+        self.block4 = torch.nn.Sequential(pool(3, 2, 1), self.Mixed_4b, self.Mixed_4c, self.Mixed_4d, self.Mixed_4e,
+                                          self.Mixed_4f)
+        self.Mixed_5b = _CoSep(832, [256, 160, 320, 32, 128, 128])
+        self.Mixed_5c = _CoSep(832, [384, 192, 384, 48, 128, 128])
+        self.block5 = torch.nn.Sequential(pool(2, 2, 0), self.Mixed_5b, self.Mixed_5c)
+
+    def forward(self, x):
+        return self.block5(self.block4(self.block3(self.block2(self.block1(x)))))
+
+
+def test_an_official_coclr_s3d_checkpoint_computes_the_same_features(tmp_path, capsys):
+    torch.manual_seed(0)
+    coclr = _CoS3D()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that a misplaced one shows
+        for m in coclr.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    state = {f"module.encoder_q.0.{k}": v for k, v in coclr.state_dict().items()}
+    assert "module.encoder_q.0.block1.0.conv1.weight" in state  # CoCLR saves each layer under two names
+    state["module.encoder_q.2.weight"] = torch.zeros(1024, 1024, 1, 1, 1)  # its projection head
+    state["module.encoder_k.0.Conv_1a.conv1.weight"] = torch.zeros(64, 3, 1, 7, 7)
+    torch.save({"epoch": 182, "state_dict": state, "optimizer": {}}, tmp_path / "coclr.pth.tar")
+    backbone = Backbone("s3d")
+    report = init_backbone(backbone, tmp_path / "coclr.pth.tar")
+    assert report.format == "coclr" and not report.missing and "encoder_q.2.weight" in report.unexpected
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(backbone.eval().net.features(x), coclr.eval()(x), atol=1e-5)
+    gated = {**state, "module.encoder_q.0.Mixed_3b.gating_b0.fc.weight": torch.zeros(64, 64)}
+    torch.save({"state_dict": gated}, tmp_path / "s3dg.pth.tar")
+    assert main(["import", "coclr", str(tmp_path / "s3dg.pth.tar"), str(tmp_path / "x.safetensors"),
+                 "--arch", "s3d"]) == 2
+    assert "S3D-G" in capsys.readouterr().err

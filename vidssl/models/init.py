@@ -10,6 +10,13 @@ Formats (``auto`` tells them apart by their structure):
   ``util.py``): ``model`` holds the DDP-wrapped query network (``module.`` + torchvision ResNet
   names, heads ``fc_inter``/``fc_intra``/``fc_order``/``fc_order_classifier``/``fc_tsn``...), beside
   ``model_ema``, ``contrast`` and the argparse ``opt`` (the only non-tensor class allowed to load).
+- ``coclr``: an official CoCLR / InfoNCE checkpoint (TengdaHan/CoCLR ``main_coclr.py``,
+  ``main_nce.py``) with the S3D backbone (``--net s3d``): ``state_dict`` with the query backbone
+  under ``module.encoder_q.0.``, in CoCLR's own S3D names (``Conv_1a.conv1``, ``Mixed_4b.branch1.1.bn2``,
+  and the same modules again as ``block1.0`` ...), mapped onto torchvision's ``s3d`` (``--arch s3d``).
+  CoCLR's BatchNorm uses PyTorch's default eps 1e-5 where torchvision's S3D has 1e-3: a loaded
+  network's features differ slightly unless the running variances are large. S3D-G checkpoints
+  (``--net s3dg``, self-gating) have no torchvision counterpart and are refused.
 - ``vidssl``: a vidssl pretraining checkpoint (its method's backbone) or export.
 
 Only keys the backbone has are loaded, so a head never reaches it. Loading reports matched,
@@ -28,7 +35,7 @@ import torch
 from vidssl.errors import VidsslError
 from vidssl.models.backbones import Backbone
 
-FORMATS = ("auto", "torchvision", "moco", "seco", "vclr", "vidssl")
+FORMATS = ("auto", "torchvision", "moco", "seco", "vclr", "coclr", "vidssl")
 MIN_MATCHED = 0.9  # the share of the backbone's tensors a file must provide
 
 
@@ -72,7 +79,11 @@ def detect_format(raw: dict) -> str:
         return "vidssl"
     if isinstance(raw.get("model"), dict) and "model_ema" in raw:
         return "vclr" if "contrast_tsn" in raw else "seco"
-    if isinstance(raw.get("state_dict"), dict) and any(k.startswith("module.encoder_q.") for k in raw["state_dict"]):
+    state = raw.get("state_dict")
+    if isinstance(state, dict) and any(k.startswith(("module.encoder_q.0.Conv_1a.", "encoder_q.0.Conv_1a."))
+                                       for k in state):
+        return "coclr"
+    if isinstance(state, dict) and any(k.startswith("module.encoder_q.") for k in state):
         return "moco"
     return "torchvision"
 
@@ -92,8 +103,45 @@ def backbone_state(raw: dict, fmt: str) -> dict[str, torch.Tensor]:
         return _strip(raw["state_dict"], "module.encoder_q.", only=True)
     if fmt in ("seco", "vclr"):
         return _strip(raw["model"], "module.")
+    if fmt == "coclr":
+        return coclr_s3d_state(_strip(_strip(raw["state_dict"], "module."), "encoder_q.0."))
     state = raw.get("state_dict", raw.get("model", raw)) if fmt == "torchvision" else raw
     return _strip(state, "module.")
+
+
+# CoCLR's S3D layers, in order, and where torchvision's s3d keeps them (``features.<n>``)
+_COCLR_S3D = {"Conv_1a": 0, "Conv_2b": 2, "Conv_2c": 3, "Mixed_3b": 5, "Mixed_3c": 6, "Mixed_4b": 8,
+              "Mixed_4c": 9, "Mixed_4d": 10, "Mixed_4e": 11, "Mixed_4f": 12, "Mixed_5b": 14, "Mixed_5c": 15}
+# inside a layer: CoCLR's BasicConv3d (conv, bn) / STConv3d (conv1, bn1, conv2, bn2) against
+# torchvision's Conv3dNormActivation (0, 1) / TemporalSeparableConv ((0.0, 0.1), (1.0, 1.1))
+_COCLR_PARTS = {"conv": "0", "bn": "1", "conv1": "0.0", "bn1": "0.1", "conv2": "1.0", "bn2": "1.1"}
+_COCLR_BRANCH = {"branch0.0": "branch0", "branch1.0": "branch1.0", "branch1.1": "branch1.1",
+                 "branch2.0": "branch2.0", "branch2.1": "branch2.1", "branch3.1": "branch3.1"}
+
+
+def coclr_s3d_state(state: dict) -> dict:
+    """CoCLR's S3D tensors under torchvision ``s3d`` names (``block<N>.*`` aliases dropped); a key
+    it cannot place keeps its name (and is reported as not used)."""
+    if any("gating" in k for k in state):
+        raise VidsslError("an S3D-G checkpoint (self-gating): torchvision's s3d has no gating; not importable")
+    out = {}
+    for key, value in state.items():
+        layer, _, rest = key.partition(".")
+        if layer.startswith("block"):
+            continue  # the same tensors as the named layers
+        if layer not in _COCLR_S3D:
+            out[key] = value
+            continue
+        prefix = f"features.{_COCLR_S3D[layer]}"
+        if layer.startswith("Mixed"):
+            branch = ".".join(rest.split(".")[:2])
+            if branch not in _COCLR_BRANCH:
+                out[key] = value
+                continue
+            prefix, rest = f"{prefix}.{_COCLR_BRANCH[branch]}", rest[len(branch) + 1:]
+        part, _, name = rest.partition(".")
+        out[f"{prefix}.{_COCLR_PARTS[part]}.{name}" if part in _COCLR_PARTS else key] = value
+    return out
 
 
 def init_backbone(backbone: Backbone, path: str | os.PathLike[str], fmt: str = "auto") -> InitReport:
