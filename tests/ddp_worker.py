@@ -116,11 +116,12 @@ def main(out: str) -> None:
     mviews = [torch.randn(4, 3, 4, 16, 16, generator=g4) for _ in range(3)]
     m_local, m_parts = mlfo(mviews, {}, torch.Generator().manual_seed(5))
     m_mean = all_gather_nograd(m_local.detach()[None]).mean()
-    mlfo_queue = mlfo.score_queue.keys[:16].clone()
+    mlfo_queue = torch.cat([q.keys[:8].clone() for q in mlfo.score_queues])
     mlfo.distributed = False
     m_nogather, _ = mlfo(mviews, {}, torch.Generator().manual_seed(5))
-    mlfo.score_queue.filled.zero_()
-    mlfo.score_queue.ptr.zero_()
+    for queue in mlfo.score_queues:
+        queue.filled.zero_()
+        queue.ptr.zero_()
     m_union, _ = mlfo([all_gather_nograd(v) for v in mviews], {}, torch.Generator().manual_seed(5))
 
     result = {

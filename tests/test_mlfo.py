@@ -89,13 +89,14 @@ def test_codes_use_only_the_filled_part_of_the_score_queue():
     model = MLFO(cfg, Backbone("tiny3d"))
     model.set_epoch(0, 4)
     model(views(), {}, torch.Generator().manual_seed(0))
-    assert int(model.score_queue.filled) == 8 < model.score_queue.size  # half full
+    first, second = model.score_queues
+    assert int(first.filled) == int(second.filled) == 4 < first.size  # a quarter full: 4 videos per view
+    assert not torch.allclose(first.keys[:4], second.keys[:4])  # each view queues its own scores
     model.set_epoch(1, 4)
     scores = torch.stack([unit(4, 6, seed=10), unit(4, 6, seed=11)])  # two views: one problem each
-    queued = model.score_queue.keys[:8]
     codes = model.codes(scores)
-    for view in range(2):
-        expected = sinkhorn(torch.cat([queued, scores[view]]), cfg.sinkhorn_eps, cfg.sinkhorn_iterations)[8:]
+    for view, queue in enumerate(model.score_queues):
+        expected = sinkhorn(torch.cat([scores[view], queue.keys[:4]]), cfg.sinkhorn_eps, cfg.sinkhorn_iterations)[:4]
         assert torch.allclose(codes[view], expected, atol=1e-6)
 
 
@@ -394,7 +395,7 @@ def test_stage_switch_prototype_freeze_and_score_queue():
     assert not any(k.startswith("mul_") for k in parts)
     loss.backward()
     assert model.prototypes.grad is None
-    assert int(model.score_queue.filled) == 8  # both views' scores of 4 videos
+    assert [int(q.filled) for q in model.score_queues] == [4, 4]  # each view's scores of 4 videos
     model.zero_grad()
     model.set_epoch(2, 4)  # ceil(0.5 x 4) = 2: stage two
     assert model.graph_active
@@ -403,11 +404,13 @@ def test_stage_switch_prototype_freeze_and_score_queue():
     loss.backward()
     assert model.prototypes.grad.abs().sum() > 0
     # after the warm-up the queued scores join the Sinkhorn problem and change the codes
-    scores = unit(4, 6, seed=10)[None]
+    scores = torch.stack([unit(4, 6, seed=10), unit(4, 6, seed=11)])
     with_queue = model.codes(scores)
     model.set_epoch(0, 4)
     assert not torch.allclose(with_queue, model.codes(scores))
-    assert torch.allclose(model.codes(scores), sinkhorn(scores[0], cfg.sinkhorn_eps, cfg.sinkhorn_iterations))
+    for view in range(2):
+        assert torch.allclose(model.codes(scores)[view],
+                              sinkhorn(scores[view], cfg.sinkhorn_eps, cfg.sinkhorn_iterations))
 
 
 @pytest.mark.parametrize("temporal,expected", [

@@ -132,7 +132,8 @@ class MLFO(Method):
         self.projectors = nn.ModuleDict({lv: _projector(channels[lv], cfg)
                                          for lv in LEVELS if lv == "high" or lv in cfg.graph_levels})
         self.prototypes = nn.Parameter(F.normalize(torch.randn(cfg.prototypes, cfg.proj_dim), dim=1))
-        self.score_queue = KeyQueue(cfg.score_queue, cfg.prototypes)
+        # one FIFO of past scores per view, as the official code keeps them
+        self.score_queues = nn.ModuleList([KeyQueue(cfg.score_queue, cfg.prototypes, seed=v) for v in range(2)])
         if cfg.temporal == "feature":
             self.motion = nn.ModuleDict({lv: MotionBranch(channels[lv], cfg.proj_hidden, cfg.proj_dim,
                                                           cfg.motion_excitation, cfg.me_reduction)
@@ -175,16 +176,16 @@ class MLFO(Method):
     def codes(self, scores: torch.Tensor) -> torch.Tensor:
         """Sinkhorn codes ``(V, B, K)`` of this rank's rows of each view's scores ``(V, B, K)``, one
         problem per view solved jointly with every rank's scores of that view and, after the
-        warm-up, the queued scores of earlier batches (no gradient). The views' problems run
+        warm-up, that view's queued scores of earlier batches (no gradient). The views' problems run
         together, with one gather. The whole queue joins each problem with its unfilled slots masked
         out: one shape however full it is, and no read of its fill on the host."""
         views, b = scores.shape[:2]
         everyone = all_gather_nograd(scores.detach().transpose(0, 1), self.distributed).transpose(0, 1)
         eps, iterations = self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iterations
         if self.queue_active:
-            queue = self.score_queue.keys.expand(views, -1, -1)
+            queue = torch.stack([q.keys for q in self.score_queues])  # the views fill theirs alike
             valid = torch.cat([torch.ones(everyone.shape[1], dtype=torch.bool, device=scores.device),
-                               self.score_queue.filled_mask()])
+                               self.score_queues[0].filled_mask()])
             q = sinkhorn(torch.cat([everyone, queue], 1), eps, iterations, valid)
         else:
             q = sinkhorn(everyone, eps, iterations)
@@ -216,7 +217,8 @@ class MLFO(Method):
         scores = z @ prototypes.T
         codes = self.codes(scores.view(2, b, -1))
         parts["sem"] = cfg.sem_weight * swapped_prediction_loss(*scores.chunk(2), *codes, cfg.sem_temperature)
-        self.score_queue.enqueue(scores.detach(), self.distributed)
+        for queue, view_scores in zip(self.score_queues, scores.detach().chunk(2), strict=True):
+            queue.enqueue(view_scores, self.distributed)
 
         # the lower levels' maps spatially pooled once for every loss on them, (rows, C, T): their
         # gradients then meet on the pooled steps, not as several full-size maps
