@@ -38,6 +38,20 @@ def test_per_frame_jitter_changes_frames_differently(frames):
     assert not torch.allclose(out[0], out[1])
 
 
+def test_per_frame_gray_greys_some_frames_and_leaves_the_others(frames):
+    clip = frames[5:6].repeat(8, 1, 1, 1)
+    kw = dict(size=24, p_jitter=0.0, p_gray=0.5, p_blur=0.0, p_flip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    aug = ClipAugment(**kw, per_frame_gray=True)
+    draw = aug.draw(clip, gen(3))
+    assert len(set(draw.gray)) == 2  # some frames grey, some not, from one draw
+    out = aug.apply(clip, draw)
+    for frame, gray in zip(out, draw.gray, strict=True):
+        channels_equal = torch.allclose(frame[0] * 0.229 + 0.485, frame[1] * 0.224 + 0.456, atol=1e-4)
+        assert channels_equal == gray
+    whole = ClipAugment(**kw).draw(clip, gen(3))
+    assert len(set(whole.gray)) == 1  # the default: one draw for the clip
+
+
 def test_normalisation_statistics():
     x = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
     assert torch.allclose(normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), torch.ones(1, 3, 4, 4))

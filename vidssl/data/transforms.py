@@ -106,7 +106,7 @@ class ViewDraw:
 
     box: tuple[int, int, int, int]  # the resized crop: top, left, height, width
     jitter: tuple[ColorJitterParams | None, ...]  # per frame: one draw repeated unless per_frame_jitter
-    gray: bool
+    gray: tuple[bool, ...]  # per frame: one draw repeated unless per_frame_gray
     blur_sigma: float | None
     flip: bool
 
@@ -131,6 +131,7 @@ class ClipAugment:
     p_blur: float = 0.5
     p_flip: float = 0.5
     per_frame_jitter: bool = False
+    per_frame_gray: bool = False
     shared_crop: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -160,7 +161,9 @@ class ClipAugment:
             jitter = tuple(self._draw_jitter(g) for _ in range(clip.shape[0]))
         else:
             jitter = (self._draw_jitter(g),) * clip.shape[0]
-        gray = _coin(g, self.p_gray)
+        frames = clip.shape[0]
+        gray = tuple(_coin(g, self.p_gray) for _ in range(frames)) if self.per_frame_gray else (
+            (_coin(g, self.p_gray),) * frames)
         sigma = _uniform(g, *self.blur_sigma) if _coin(g, self.p_blur) else None
         return ViewDraw(box, jitter, gray, sigma, flip=_coin(g, self.p_flip))
 
@@ -174,8 +177,11 @@ class ClipAugment:
             x = x if d.jitter[0] is None else color_jitter(x, d.jitter[0])
         else:  # per-frame jitter
             x = torch.stack([f if j is None else color_jitter(f, j) for f, j in zip(x, d.jitter, strict=True)])
-        if d.gray:
+        if all(d.gray):
             x = F.rgb_to_grayscale(x, num_output_channels=3)
+        elif any(d.gray):  # per-frame grey
+            x = torch.stack([F.rgb_to_grayscale(f, num_output_channels=3) if gray else f
+                             for f, gray in zip(x, d.gray, strict=True)])
         if d.blur_sigma is not None:
             x = F.gaussian_blur(x, [self.blur_kernel] * 2, [d.blur_sigma] * 2)
         if d.flip:

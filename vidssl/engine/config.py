@@ -68,6 +68,7 @@ class AugmentConfig:
     p_flip: float | None = None  # None: the dataset's default (flip_default: 0 where labels name a direction)
     shared_crop: bool = False  # one crop box and flip for all of a sample's views (official SeCo/VCLR: per view)
     per_frame_jitter: bool = False
+    per_frame_gray: bool = False
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 

@@ -107,7 +107,8 @@ def build_dataset(cfg: Config) -> VideoDataset:
     p_flip = flip_default(source.layout) if a.p_flip is None else a.p_flip
     transform = ClipAugment(size=a.size, scale=tuple(a.scale), jitter=tuple(a.jitter), p_jitter=a.p_jitter,
                             p_gray=a.p_gray, p_blur=a.p_blur, p_flip=p_flip, shared_crop=a.shared_crop,
-                            per_frame_jitter=a.per_frame_jitter, mean=tuple(a.mean), std=tuple(a.std))
+                            per_frame_jitter=a.per_frame_jitter, per_frame_gray=a.per_frame_gray,
+                            mean=tuple(a.mean), std=tuple(a.std))
     return VideoDataset(source, spec.sampler, transform, opener, repeat=spec.repeat, layout=spec.layout,
                         seed=cfg.train.seed, strict=cfg.data.strict, short_videos=cfg.data.short_videos)
 
