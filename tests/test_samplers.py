@@ -145,3 +145,28 @@ def test_uniform_eval_samplers(n):
 
 def test_clip_indices_clamp_short_video():
     assert clip_indices(0, 5, 2, 4) == (0, 2, 3, 3, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths, seeds)
+def test_mlfo_window_with_a_real_stride_as_the_official_code(n, seed):
+    """A real rate in [1, min(3, n / 32)], frames round(start + rate k) clamped: evenly spread to
+    within rounding, the global clip every second frame, nothing outside the video."""
+    s = MLFOWindowSampler(max_rate=3.0)
+    plan = s.plan(n, np.random.default_rng(seed))
+    c1, c2, g = plan.views
+    window, rate = c1 + c2, plan.info["stride"]
+    assert in_range(plan, n) and len(window) == 32 and g == window[::2]
+    assert 1.0 <= rate <= max(1.0, min(3.0, n / 32))
+    if n >= 32:
+        assert all(abs(f - (window[0] + rate * k)) <= 0.5 + 1e-9 for k, f in enumerate(window))
+
+
+def test_mlfo_real_strides_spread_over_their_range():
+    s = MLFOWindowSampler(max_rate=3.0)
+    rng = np.random.default_rng(0)
+    rates = [s.plan(300, rng).info["stride"] for _ in range(2000)]
+    assert min(rates) < 1.1 and max(rates) > 2.9 and 1.9 < float(np.mean(rates)) < 2.1
+    assert len({round(r, 6) for r in rates}) > 1000  # real, not a handful of whole strides
+    short = [s.plan(48, rng).info["stride"] for _ in range(200)]
+    assert max(short) <= 48 / 32  # capped by the video: the window fits

@@ -204,18 +204,22 @@ class MinimalOffsetClipSampler(RandomClipsSampler):
 
 @dataclass(frozen=True)
 class MLFOWindowSampler:
-    """MLFO's window (official code): ``window`` frames at a random stride from ``strides`` (only
-    strides whose window fits the video; stride 1 if none fits), then
-    ``clip1 = window[:window//2]``, ``clip2 = window[window//2:]``, ``global = window[::2]``.
-    ``info["stride"]`` is the stride used.
+    """MLFO's window: ``window`` frames at a random stride, then ``clip1 = window[:window//2]``,
+    ``clip2 = window[window//2:]``, ``global = window[::2]``; ``info["stride"]`` is the stride used.
+
+    With ``max_rate`` > 0, as the official code (``dataloader.py``, ``--rate 3``): a real rate drawn
+    uniformly from ``[1, min(max_rate, num_frames / window)]``, a start from ``0 .. floor(num_frames -
+    rate * window)``, frames ``round(start + rate * k)`` clamped to the video. Otherwise a whole
+    stride from ``strides`` whose window fits the video (stride 1 if none fits).
     """
 
     window: int = 32
     strides: tuple[int, ...] = (1, 2, 3, 4)
+    max_rate: float = 0.0
 
     @property
     def min_frames(self) -> int:
-        return clip_span(self.window, min(self.strides))
+        return self.window if self.max_rate else clip_span(self.window, min(self.strides))
 
     @property
     def clip_len(self) -> int:
@@ -223,11 +227,16 @@ class MLFOWindowSampler:
         return self.window // 2
 
     def plan(self, num_frames: int, rng: np.random.Generator) -> SamplePlan:
-        fitting = [s for s in self.strides if clip_span(self.window, s) <= num_frames]
-        stride = int(rng.choice(fitting)) if fitting else 1
-        room = max(num_frames - clip_span(self.window, stride) + 1, 1)
-        start = int(rng.integers(0, room))
-        win = clip_indices(start, self.window, stride, num_frames)
+        if self.max_rate:
+            rate = float(rng.uniform(1.0, max(1.0, min(self.max_rate, num_frames / self.window))))
+            start = int(rng.integers(0, max(int(num_frames - rate * self.window), 0) + 1))
+            win = tuple(min(round(start + rate * k), num_frames - 1) for k in range(self.window))
+            stride: float = rate
+        else:
+            fitting = [s for s in self.strides if clip_span(self.window, s) <= num_frames]
+            stride = int(rng.choice(fitting)) if fitting else 1
+            room = max(num_frames - clip_span(self.window, stride) + 1, 1)
+            win = clip_indices(int(rng.integers(0, room)), self.window, stride, num_frames)
         half = self.window // 2
         return SamplePlan((win[:half], win[half:], win[::2]), {"stride": stride})
 

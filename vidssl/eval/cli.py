@@ -1,5 +1,5 @@
-"""``vidssl eval linear|knn|retrieval|finetune|order|track``: one row per ``--encoder`` in the printed table,
-a JSON per evaluation and a row in ``<out>/results.md``."""
+"""``vidssl eval linear|knn|retrieval|finetune|order|track|localize``: a table row per ``--encoder``
+(``--features`` for localize), a JSON per evaluation and a row in ``<out>/results.md``."""
 
 from __future__ import annotations
 

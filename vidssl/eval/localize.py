@@ -145,7 +145,7 @@ def _targets(act: Activity, cfg: LocalizeConfig) -> tuple[torch.Tensor, ...]:
 
 
 def train_bmn(features: dict[str, torch.Tensor], activities: dict[str, Activity], cfg: LocalizeConfig,
-              label: str = "") -> tuple[BMN, list[float]]:
+              label: str = "", device: str = "cpu") -> tuple[BMN, list[float]]:
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     vids = sorted(v for v in features if activities[v].segments)
@@ -153,10 +153,10 @@ def train_bmn(features: dict[str, torch.Tensor], activities: dict[str, Activity]
         raise DataError("no training video has both features and annotations")
     targets = {v: _targets(activities[v], cfg) for v in vids}
     model = BMN(next(iter(features.values())).shape[0], cfg.tscale, cfg.dscale, cfg.num_sample, cfg.per_bin,
-                cfg.boundary_ratio)
+                cfg.boundary_ratio).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, 0.1)
-    valid = valid_proposals(cfg.tscale, cfg.dscale)
+    valid = valid_proposals(cfg.tscale, cfg.dscale).to(device)
     batches = math.ceil(len(vids) / cfg.batch_size)
     progress = Progress(f"training BMN on {label}", cfg.epochs * batches, "steps")
     losses = []
@@ -165,8 +165,8 @@ def train_bmn(features: dict[str, torch.Tensor], activities: dict[str, Activity]
         order = torch.randperm(len(vids), generator=g).tolist()
         for b in range(batches):
             chunk = [vids[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-            x = torch.stack([features[v] for v in chunk])
-            iou, start, end = (torch.stack([targets[v][k] for v in chunk]) for k in range(3))
+            x = torch.stack([features[v] for v in chunk]).to(device)
+            iou, start, end = (torch.stack([targets[v][k] for v in chunk]).to(device) for k in range(3))
             conf, p_start, p_end = model(x)
             loss, _ = bmn_loss(conf, p_start, p_end, iou, start, end, valid, g)
             opt.zero_grad()
@@ -183,21 +183,23 @@ def predict(model: BMN, features: dict[str, torch.Tensor], activities: dict[str,
             cfg: LocalizeConfig) -> dict[str, np.ndarray]:
     """Per video, up to ``max_proposals`` ``[start, end, score]`` in seconds after Soft-NMS."""
     out = {}
+    device = next(model.parameters()).device
     for vid, x in features.items():
-        conf, start, end = model(x[None])
-        props = soft_nms(proposals(conf[0], start[0], end[0]).numpy().astype(np.float64), cfg.soft_nms_alpha,
+        conf, start, end = (t[0].cpu() for t in model(x[None].to(device)))
+        props = soft_nms(proposals(conf, start, end).numpy().astype(np.float64), cfg.soft_nms_alpha,
                          cfg.soft_nms_t1, cfg.soft_nms_t2, cfg.max_proposals)
         props[:, :2] *= activities[vid].duration
         out[vid] = props
     return out
 
 
-def evaluate(features_dir: str | Path, activities: dict[str, Activity], cfg: LocalizeConfig) -> dict:
+def evaluate(features_dir: str | Path, activities: dict[str, Activity], cfg: LocalizeConfig,
+             device: str = "cpu") -> dict:
     """Train on the training subset, propose on the validation subset, AR@AN and AUC."""
     train = {v: a for v, a in activities.items() if a.subset == "training"}
     test = {v: a for v, a in activities.items() if a.subset == "validation" and a.segments}
     train_features = load_features(features_dir, train, cfg.tscale)
-    model, losses = train_bmn(train_features, train, cfg, str(features_dir))
+    model, losses = train_bmn(train_features, train, cfg, str(features_dir), device)
     test_features = load_features(features_dir, test, cfg.tscale)
     preds = predict(model, test_features, test, cfg)
     truth = {v: np.array([[s, e] for s, e, _ in test[v].segments]) for v in test_features}
@@ -222,11 +224,13 @@ def add_localize_parser(esub, with_threads) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
     p.set_defaults(func=with_threads(cmd_localize), workers=0)
 
 
 def cmd_localize(args) -> int:
     from vidssl.data.sources import read_activitynet
+    from vidssl.eval.cli import device_of
     from vidssl.eval.results import write_result
 
     if min(args.temporal_scale, args.num_sample, args.epochs, args.batch_size) < 1:
@@ -239,7 +243,7 @@ def cmd_localize(args) -> int:
         print(f"vidssl: skipping {problem.where}: {problem.reason}", file=sys.stderr)
     rows = []
     for folder in args.features:
-        result = evaluate(folder, activities, cfg)
+        result = evaluate(folder, activities, cfg, device_of(args))
         manifest = json.loads((Path(folder) / MANIFEST).read_text())
         name = f"{manifest['encoder']['name']} ({Path(folder).name})"
         m = result["metrics"]

@@ -87,7 +87,8 @@ class FrozenFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_levels((x - self.mean) / self.std)[self.level]
+        """Crops (made on the CPU) go to the encoder's device here."""
+        return self.backbone.forward_levels((x.to(self.mean.device) - self.mean) / self.std)[self.level]
 
 
 class SiamFCHead(nn.Module):
@@ -187,7 +188,7 @@ def train_head(features: FrozenFeatures, sequences: list[Sequence], cfg: SiamFCC
     """Train the 1x1 head on ``sequences``; the per-step losses come back with it."""
     torch.manual_seed(cfg.seed)
     g = np.random.default_rng(cfg.seed)
-    head = SiamFCHead(features.channels, cfg.head_dim)
+    head = SiamFCHead(features.channels, cfg.head_dim).to(features.mean.device)
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, (cfg.lr_end / cfg.lr) ** (1 / max(cfg.steps, 1)))
     losses = []
@@ -195,7 +196,8 @@ def train_head(features: FrozenFeatures, sequences: list[Sequence], cfg: SiamFCC
     for _ in range(cfg.steps):
         z, x, shift = training_batch(_pairs(sequences, cfg.batch_size, cfg.max_gap, g), cfg, g)
         scores = head(features(z), features(x))
-        loss = balanced_logistic_loss(scores, ball_labels(scores.shape[-1], shift[:, 0], shift[:, 1], cfg.r_pos))
+        labels = ball_labels(scores.shape[-1], shift[:, 0], shift[:, 1], cfg.r_pos).to(scores.device)
+        loss = balanced_logistic_loss(scores, labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -227,7 +229,7 @@ class Tracker:
         crops = torch.stack([crop(image, *self.center, self.x_side * s, cfg.instance_size) for s in self.scales])
         maps = self.head(self.kernel.expand(len(crops), -1, -1, -1), self.features(crops))
         up = cfg.response_up * maps.shape[-1]
-        maps = F.interpolate(maps, size=(up, up), mode="bicubic", align_corners=False)[:, 0].numpy()
+        maps = F.interpolate(maps, size=(up, up), mode="bicubic", align_corners=False)[:, 0].cpu().numpy()
         maps[np.arange(len(maps)) != len(maps) // 2] *= cfg.scale_penalty
         best = int(maps.reshape(len(maps), -1).max(1).argmax())
         response = maps[best] - maps[best].min()

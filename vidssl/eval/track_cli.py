@@ -66,8 +66,9 @@ def track_config(args: argparse.Namespace) -> SiamFCConfig:
                         lr=args.lr, lr_end=args.lr_end, seed=args.seed)
 
 
-def evaluate_tracking(enc: Encoder, train: list[Sequence], test: list[Sequence], cfg: SiamFCConfig) -> dict:
-    features = FrozenFeatures(enc, cfg.level)
+def evaluate_tracking(enc: Encoder, train: list[Sequence], test: list[Sequence], cfg: SiamFCConfig,
+                      device: str = "cpu") -> dict:
+    features = FrozenFeatures(enc, cfg.level).to(device)
     head, losses = train_head(features, train, cfg, enc.name)
     tracker = Tracker(features, head, cfg)
     per_sequence = {}
@@ -79,7 +80,7 @@ def evaluate_tracking(enc: Encoder, train: list[Sequence], test: list[Sequence],
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from vidssl.eval.cli import encoder_info, encoder_of
+    from vidssl.eval.cli import device_of, encoder_info, encoder_of
 
     cfg = track_config(args)
     train, test = _sequences(args, "train"), _sequences(args, "test")
@@ -92,7 +93,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     for spec in specs:
         enc = first if spec == specs[0] else encoder_of(args, spec)
         try:
-            m = evaluate_tracking(enc, train, test, cfg)
+            m = evaluate_tracking(enc, train, test, cfg, device_of(args))
         except ValueError as exc:
             raise VidsslError(f"{spec}: {exc}") from exc
         data = {"train": _describe(args, "train", train), "test": _describe(args, "test", test)}

@@ -57,6 +57,7 @@ LOSS_FORMS = ("code", "paper")
 class MLFOConfig:
     clip_len: int = 8  # frames per short clip; the window is twice as long (paper: 16 of 32)
     strides: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    max_rate: float = 0.0  # > 0: a real stride in [1, max_rate] as the official code (its --rate 3)
     proj_hidden: int = 256  # paper: 2048
     proj_dim: int = 128
     tau: float = 0.07
@@ -101,8 +102,10 @@ class MLFOConfig:
         if bad or (self.temporal != "none" and not self.temporal_augs):
             raise ValueError(f"mlfo.temporal_augs must be a non-empty subset of {TEMPORAL_AUGS}, "
                              f"got {self.temporal_augs}")
-        if self.prototypes < 2 or self.clip_len < 2 or not self.strides:
-            raise ValueError("mlfo.prototypes and mlfo.clip_len must be >= 2, mlfo.strides non-empty")
+        rate_ok = self.max_rate == 0 or self.max_rate >= 1
+        if self.prototypes < 2 or self.clip_len < 2 or not self.strides or not rate_ok:
+            raise ValueError("mlfo.prototypes and mlfo.clip_len must be >= 2, mlfo.strides non-empty, "
+                             "mlfo.max_rate 0 or >= 1")
         if self.loss_form not in LOSS_FORMS:
             raise ValueError(f"mlfo.loss_form must be one of {LOSS_FORMS}, got {self.loss_form!r}")
         if not 0.0 <= self.graph_start <= 1.0:
@@ -148,7 +151,7 @@ class MLFO(Method):
 
     @staticmethod
     def data_spec(cfg: MLFOConfig) -> DataSpec:
-        return DataSpec(MLFOWindowSampler(2 * cfg.clip_len, tuple(cfg.strides)), "clip")
+        return DataSpec(MLFOWindowSampler(2 * cfg.clip_len, tuple(cfg.strides), cfg.max_rate), "clip")
 
     @property
     def unused_parameters(self) -> bool:
