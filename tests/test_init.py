@@ -245,3 +245,63 @@ def test_an_official_coclr_s3d_checkpoint_computes_the_same_features(tmp_path, c
     assert main(["import", "coclr", str(tmp_path / "s3dg.pth.tar"), str(tmp_path / "x.safetensors"),
                  "--arch", "s3d"]) == 2
     assert "S3D-G" in capsys.readouterr().err
+
+
+# MLFO's official backbone as its r3d.py names it (Hara et al.'s 3D ResNet-18), and the top-level
+# names of its GreatModel that a checkpoint holds beside it
+class _HaraBlock(torch.nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm3d(cout)
+        self.conv2 = torch.nn.Conv3d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm3d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = torch.nn.Sequential(torch.nn.Conv3d(cin, cout, 1, stride, bias=False),
+                                                  torch.nn.BatchNorm3d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _HaraR3D18(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(3, 64, (7, 7, 7), (1, 2, 2), (3, 3, 3), bias=False)
+        self.bn1 = torch.nn.BatchNorm3d(64)
+        self.maxpool = torch.nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        widths, cin = (64, 128, 256, 512), 64
+        for n, w in enumerate(widths, 1):
+            setattr(self, f"layer{n}", torch.nn.Sequential(_HaraBlock(cin, w, 1 if n == 1 else 2), _HaraBlock(w, w, 1)))
+            cin = w
+        self.fc = torch.nn.Linear(512, 400)
+
+    def forward(self, x):
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def test_an_official_mlfo_checkpoint_computes_the_same_features(tmp_path):
+    torch.manual_seed(0)
+    hara = _HaraR3D18()
+    with torch.no_grad():
+        for m in hara.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    state = {f"backbone.{k}": v for k, v in hara.state_dict().items()}
+    state.update({"prototype.weight": torch.zeros(1000, 128), "project_low_fine.0.weight": torch.zeros(128, 128, 1),
+                  "backbone.melow.0.conv1.weight": torch.zeros(8, 128, 1, 1)})
+    torch.save(state, tmp_path / "r3d_99_1.234.pth")  # what train.py writes each epoch
+    backbone = Backbone("r3d_18_hara")
+    report = init_backbone(backbone, tmp_path / "r3d_99_1.234.pth")
+    assert report.format == "mlfo" and not report.missing and "prototype.weight" in report.unexpected
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(backbone.eval().forward_levels(x)["high"], hara.eval()(x), atol=1e-5)
+    with pytest.raises(VidsslError, match="another shape"):
+        init_backbone(Backbone("r3d_18"), tmp_path / "r3d_99_1.234.pth")  # torchvision's 3x7x7 stem

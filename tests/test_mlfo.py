@@ -489,7 +489,8 @@ def test_mlfo_paper_configs():
     for name, epochs, milestone in (("mlfo_ucf101", 300, 0.6667), ("mlfo_kinetics400", 100, 0.7)):
         cfg = load_config(name)
         m = cfg.mlfo
-        assert (cfg.model.arch, cfg.augment.size, cfg.train.batch_size) == ("r3d_18", 112, 256)
+        assert (cfg.model.arch, cfg.augment.size, cfg.train.batch_size) == ("r3d_18_hara", 112, 256)
+        assert (cfg.augment.per_frame_gray, cfg.augment.per_frame_jitter, m.max_rate) == (True, True, 3.0)
         assert cfg.train.epochs == epochs
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.milestones) == ("adam", 1e-3, 1e-5,
                                                                                                 [milestone])
@@ -511,7 +512,7 @@ def test_level_channels_match_every_backbone():
         assert {lv: m.shape[1] for lv, m in levels.items()} == net.level_channels, arch
 
 
-@pytest.mark.parametrize("arch", ["r3d_18", "s3d"])
+@pytest.mark.parametrize("arch", ["r3d_18", "r3d_18_hara", "s3d"])
 def test_mlfo_step_on_the_papers_backbones(arch):
     torch.manual_seed(0)
     cfg = MLFOConfig(**{**SMALL, "clip_len": 16, "retrieval_levels": ["low", "mid", "high"]}, graph_start=0.0)

@@ -60,6 +60,24 @@ class TinyResNet(nn.Module):
         self.fc = nn.Identity()
 
 
+class HaraStem(nn.Sequential):
+    """The stem of Hara et al.'s 3D ResNets (3D-ResNets-PyTorch), which MLFO's official code
+    trains: a 7x7x7 convolution with stride (1, 2, 2) and a (1, 3, 3) max pool, where torchvision's
+    ``r3d_18`` has a 3x7x7 convolution and no pool."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv3d(3, 64, (7, 7, 7), (1, 2, 2), (3, 3, 3), bias=False), nn.BatchNorm3d(64),
+                         nn.ReLU(inplace=True), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+
+
+def _r3d_18_hara() -> nn.Module:
+    """R3D-18 with :class:`HaraStem`: torchvision's ``VideoResNet`` and its names otherwise."""
+    from torchvision.models.video.resnet import BasicBlock as VideoBlock
+    from torchvision.models.video.resnet import Conv3DSimple, VideoResNet
+
+    return VideoResNet(VideoBlock, [Conv3DSimple] * 4, [2, 2, 2, 2], HaraStem)
+
+
 def _resnet_stem(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     if hasattr(m, "stem"):  # torchvision video ResNets
         return m.stem
@@ -75,6 +93,7 @@ ARCHS: dict[str, tuple[Callable[[], nn.Module], str, int]] = {
     "r3d_18": (lambda: torchvision.models.video.r3d_18(weights=None), "3d", 512),
     "r2plus1d_18": (lambda: torchvision.models.video.r2plus1d_18(weights=None), "3d", 512),
     "mc3_18": (lambda: torchvision.models.video.mc3_18(weights=None), "3d", 512),
+    "r3d_18_hara": (_r3d_18_hara, "3d", 512),
     "s3d": (lambda: torchvision.models.video.s3d(weights=None), "3d", 1024),
     "tiny2d": (lambda: TinyResNet("2d"), "2d", 128),
     "tiny3d": (lambda: TinyResNet("3d"), "3d", 128),
@@ -82,7 +101,7 @@ ARCHS: dict[str, tuple[Callable[[], nn.Module], str, int]] = {
 # Channels of the low / mid / high feature maps.
 LEVEL_CHANNELS: dict[str, tuple[int, int, int]] = {
     "resnet18": (128, 256, 512), "resnet50": (512, 1024, 2048), "r3d_18": (128, 256, 512),
-    "r2plus1d_18": (128, 256, 512), "mc3_18": (128, 256, 512), "s3d": (480, 832, 1024),
+    "r2plus1d_18": (128, 256, 512), "mc3_18": (128, 256, 512), "r3d_18_hara": (128, 256, 512), "s3d": (480, 832, 1024),
     "tiny2d": (32, 64, 128), "tiny3d": (32, 64, 128),
 }
 # S3D: feature indices after which the low / mid / high taps are taken (Mixed_3c, Mixed_4f, Mixed_5c).

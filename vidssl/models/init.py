@@ -17,6 +17,11 @@ Formats (``auto`` tells them apart by their structure):
   CoCLR's BatchNorm uses PyTorch's default eps 1e-5 where torchvision's S3D has 1e-3: a loaded
   network's features differ slightly unless the running variances are large. S3D-G checkpoints
   (``--net s3dg``, self-gating) have no torchvision counterpart and are refused.
+- ``mlfo``: an official MLFO checkpoint (shvdiwnkozbw/Video-Representation-via-Multi-level-Optimization,
+  ``train.py`` saves ``GreatModel.state_dict()``): the backbone under ``backbone.`` in Hara et al.'s
+  3D-ResNet names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), mapped onto ``r3d_18_hara``
+  (``--arch r3d_18_hara``: torchvision's R3D-18 with that code's 7x7x7 stem and max pool); its
+  projection heads, prototypes and motion-excitation branches are not read.
 - ``vidssl``: a vidssl pretraining checkpoint (its method's backbone) or export.
 
 Only keys the backbone has are loaded, so a head never reaches it. Loading reports matched,
@@ -35,7 +40,7 @@ import torch
 from vidssl.errors import VidsslError
 from vidssl.models.backbones import Backbone
 
-FORMATS = ("auto", "torchvision", "moco", "seco", "vclr", "coclr", "vidssl")
+FORMATS = ("auto", "torchvision", "moco", "seco", "vclr", "coclr", "mlfo", "vidssl")
 MIN_MATCHED = 0.9  # the share of the backbone's tensors a file must provide
 
 
@@ -79,6 +84,8 @@ def detect_format(raw: dict) -> str:
         return "vidssl"
     if isinstance(raw.get("model"), dict) and "model_ema" in raw:
         return "vclr" if "contrast_tsn" in raw else "seco"
+    if "backbone.layer1.0.conv1.weight" in raw and "prototype.weight" in raw:
+        return "mlfo"
     state = raw.get("state_dict")
     if isinstance(state, dict) and any(k.startswith(("module.encoder_q.0.Conv_1a.", "encoder_q.0.Conv_1a."))
                                        for k in state):
@@ -105,6 +112,8 @@ def backbone_state(raw: dict, fmt: str) -> dict[str, torch.Tensor]:
         return _strip(raw["model"], "module.")
     if fmt == "coclr":
         return coclr_s3d_state(_strip(_strip(raw["state_dict"], "module."), "encoder_q.0."))
+    if fmt == "mlfo":
+        return hara_r3d_state(_strip(_strip(raw, "module."), "backbone."))
     state = raw.get("state_dict", raw.get("model", raw)) if fmt == "torchvision" else raw
     return _strip(state, "module.")
 
@@ -141,6 +150,25 @@ def coclr_s3d_state(state: dict) -> dict:
             prefix, rest = f"{prefix}.{_COCLR_BRANCH[branch]}", rest[len(branch) + 1:]
         part, _, name = rest.partition(".")
         out[f"{prefix}.{_COCLR_PARTS[part]}.{name}" if part in _COCLR_PARTS else key] = value
+    return out
+
+
+# Hara et al.'s BasicBlock (conv1, bn1, conv2, bn2) against torchvision's video BasicBlock
+# (conv1 = Sequential(conv, bn, relu), conv2 = Sequential(conv, bn)); their stem against HaraStem
+_HARA_PARTS = {"conv1": "conv1.0", "bn1": "conv1.1", "conv2": "conv2.0", "bn2": "conv2.1"}
+_HARA_STEM = {"conv1": "stem.0", "bn1": "stem.1"}
+
+
+def hara_r3d_state(state: dict) -> dict:
+    """Hara et al.'s 3D-ResNet tensors under ``r3d_18_hara``'s names; other keys keep theirs."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] in _HARA_STEM and len(parts) == 2:
+            key = f"{_HARA_STEM[parts[0]]}.{parts[1]}"
+        elif parts[0].startswith("layer") and len(parts) == 4 and parts[2] in _HARA_PARTS:
+            key = f"{parts[0]}.{parts[1]}.{_HARA_PARTS[parts[2]]}.{parts[3]}"
+        out[key] = value
     return out
 
 
