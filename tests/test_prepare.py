@@ -85,6 +85,19 @@ def test_frame_rate_cap_and_webm_to_mp4(tmp_path):
         prepare_dataset(src, src / "inside", PrepareOptions())
 
 
+def test_a_path_list_naming_webm_files_is_rewritten_to_the_mp4_copies(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "clips").mkdir(parents=True)
+    frames = torch.zeros(6, 3, 32, 32, dtype=torch.uint8)
+    write_video(src / "clips" / "a.webm", frames, codec="libvpx-vp9")
+    write_video(src / "clips" / "b.mp4", frames)
+    (src / "train.txt").write_text("clips/a.webm 0\nclips/b.mp4 1\nclips/a.webm.bak 2\n")
+    assert main(["data", "prepare", str(src), str(tmp_path / "dst"), "--short-side", "32", "--jobs", "1"]) == 0
+    assert (tmp_path / "dst" / "train.txt").read_text() == "clips/a.mp4 0\nclips/b.mp4 1\nclips/a.webm.bak 2\n"
+    source = load_source(tmp_path / "dst" / "train.txt", "path_list")
+    assert [r.label for r in source.records] == [0, 1] and len(source.problems) == 1  # the .bak never existed
+
+
 def test_ssv2_reads_prepared_mp4_in_place_of_webm(tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"Pushing something": "0"}))
     (tmp_path / "train.json").write_text(json.dumps([{"id": "7", "template": "Pushing [something]"}]))

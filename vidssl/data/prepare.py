@@ -12,10 +12,11 @@ Every video under ``SRC`` is decoded once (PyAV) and written to the same relativ
   SeCo/VCLR layout) and, per subset the layout has, a frame list ``frames_<subset>.txt``
   (``<dir> <num_frames> <label>``) for ``--layout frame_list``.
 
-Every other file (class lists, split lists, CSV, JSON) is copied unchanged, so ``DST`` reads with
-the layout ``SRC`` had. Work runs in ``jobs`` processes with a progress line and ETA; a finished
-file is skipped on a rerun and files are written under a temporary name and renamed, so a killed
-run leaves nothing half-written under a final name. A video that cannot be decoded is listed in
+Every other file (class lists, split lists, CSV, JSON) is copied, with a video's file name whose
+extension changed rewritten in text lists, so ``DST`` reads with the layout ``SRC`` had. Work runs
+in ``jobs`` processes with a progress line and ETA; a finished file is skipped on a rerun and files
+are written under a temporary name and renamed, so a killed run leaves nothing half-written under
+a final name. A video that cannot be decoded is listed in
 ``DST/prepare_failures.txt`` with FFmpeg's reason and counted, never fatal.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -141,6 +143,26 @@ def _write_frames(src: Path, tmp: Path, opts: PrepareOptions) -> int:
     return count
 
 
+LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst")
+
+
+def copy_list(src: Path, dst: Path, renamed: dict[str, str]) -> None:
+    """Copy a dataset file; in a text list, a video's file name whose extension the preparation
+    changed (``x.webm`` -> ``x.mp4``) is rewritten wherever it stands as a whole name."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not renamed or src.suffix.lower() not in LIST_SUFFIXES:
+        shutil.copy2(src, dst)
+        return
+    try:
+        text = src.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        shutil.copy2(src, dst)
+        return
+    pattern = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(n) for n in sorted(renamed, key=len, reverse=True))
+                         + r")(?![\w.-])")
+    dst.write_text(pattern.sub(lambda m: renamed[m.group(1)], text), encoding="utf-8")
+
+
 def _job(src: str, dst: str, opts: PrepareOptions) -> tuple[str, int | None, str]:
     """Run in a worker: ``(src, frames or None, error)``."""
     try:
@@ -160,10 +182,10 @@ def prepare_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], op
     for p in sorted(src.rglob("*")):
         if p.is_file() and not p.name.startswith("."):
             (videos if p.suffix.lower() in VIDEO_EXTENSIONS else others).append(p.relative_to(src))
+    renamed = {rel.name: target_path(rel, opts).name for rel in videos if target_path(rel, opts).name != rel.name}
     for rel in others:
         if not (dst / rel).exists():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
+            copy_list(src / rel, dst / rel, renamed)
     todo = [rel for rel in videos if not (dst / target_path(rel, opts)).exists()]
     done, failures = len(videos) - len(todo), {}
     progress = Progress(f"preparing {src.name}", len(todo))
