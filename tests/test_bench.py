@@ -427,3 +427,24 @@ def test_bench_curves_cli_refuses_bad_budgets(capsys):
     assert "vidssl: error: --epochs/--seeds" in capsys.readouterr().err
     assert main(["bench", "curves", "--epochs", "0", "--docs", ""]) == 2
     assert main(["bench", "curves", "--rows", "nope", "--docs", ""]) == 2
+
+
+def test_loader_bench_times_each_format_and_says_how_many_workers_an_h100_needs(tmp_path, capsys):
+    from vidssl.bench.loader import H100_SAMPLES_PER_S, kinetics_like
+    from vidssl.cli import main
+    from vidssl.data.decoders import open_video
+
+    raw = kinetics_like(tmp_path / "probe", 1, seconds=0.4)
+    reader = open_video(raw / "video_000.mp4")
+    assert (reader.num_frames, tuple(reader.get_frames([0]).shape[-2:])) == (10, (360, 640))
+    reader.close()
+    assert main(["bench", "loader", "--videos", "1", "--seconds", "2", "--samples", "1", "--methods", "seco",
+                 "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs")]) == 0
+    table = (tmp_path / "docs" / "loader.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| seco |")]
+    assert [r[2] for r in rows] == ["raw 640x360, GOP 250", "prepared 320, GOP 12", "JPEG frames 320"]
+    for r in rows:
+        decode, augment, per_worker = float(r[3]), float(r[4]), float(r[5])
+        assert decode > 0 and augment > 0 and per_worker == pytest.approx(1000 / (decode + augment), rel=0.02)
+        assert int(r[7].rstrip(" |")) >= H100_SAMPLES_PER_S["seco"] / per_worker
+    assert main(["bench", "loader", "--methods", "nope"]) == 2

@@ -327,6 +327,32 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench_loader(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from vidssl.bench.loader import PAPER_CONFIGS, render_loader, run_loader_bench
+    from vidssl.engine.threads import intra_op_threads
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in PAPER_CONFIGS]
+    if unknown or args.videos < 1 or args.samples < 1:
+        raise VidsslError(f"--methods from {', '.join(PAPER_CONFIGS)} (got {unknown}); --videos, --samples >= 1")
+    work = Path(args.work or tempfile.mkdtemp(prefix="vidssl-loader-"))
+    with intra_op_threads(1, 0):  # one worker's view: a single thread
+        rows, megabytes = run_loader_bench(work, args.videos, args.samples, methods, args.seconds)
+    text = render_loader(rows, megabytes, args.videos, args.seconds)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["vidssl bench loader", f"--videos {args.videos}", f"--samples {args.samples}",
+                            f"--seconds {args.seconds:g}", f"--methods {','.join(methods)}"])
+        (out / "loader.md").write_text(f"# Loader: one worker per method and data format\n\n`{command}`\n\n"
+                                       f"{text}\n")
+        print(f"wrote {out / 'loader.md'}")
+    return 0
+
+
 def cmd_bench_all(args: argparse.Namespace) -> int:
     """Everything docs/results holds from the laptop: the CPU speed report (``speed_laptop.md``, at
     the settings the docs give) and every table, as ``bench speed`` and ``bench tables`` make them."""
@@ -499,6 +525,16 @@ def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="speed", help="the report's file name, without extension (default speed)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every method's laptop config")
     p.set_defaults(func=cmd_bench_speed)
+
+    p = bsub.add_parser("loader", help="one loader worker's samples/s per method on raw, prepared and frame-folder "
+                                       "Kinetics-like videos, and the workers an H100 needs")
+    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--samples", type=int, default=6, help="timed samples per method, size and format")
+    p.add_argument("--methods", default="seco,moco,vclr,corp_f,corp_m,simclr,mlfo")
+    p.add_argument("--work", default="", help="folder for the generated videos (default: a temporary one)")
+    p.add_argument("--out", default="docs/results", help="writes loader.md here ('' to only print)")
+    p.set_defaults(func=cmd_bench_loader)
 
     p = bsub.add_parser("all", help="regenerate docs/results: the laptop speed report and every table (~3.5 h on 2 "
                         "cores; finished table runs are reused)")
