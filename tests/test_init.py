@@ -245,6 +245,7 @@ def test_an_official_coclr_s3d_checkpoint_computes_the_same_features(tmp_path, c
     assert main(["import", "coclr", str(tmp_path / "s3dg.pth.tar"), str(tmp_path / "x.safetensors"),
                  "--arch", "s3d"]) == 2
     assert "S3D-G" in capsys.readouterr().err
+    import_then_evaluate(tmp_path, "coclr", tmp_path / "coclr.pth.tar", "s3d")
 
 
 # MLFO's official backbone as its r3d.py names it (Hara et al.'s 3D ResNet-18), and the top-level
@@ -305,3 +306,14 @@ def test_an_official_mlfo_checkpoint_computes_the_same_features(tmp_path):
         assert torch.allclose(backbone.eval().forward_levels(x)["high"], hara.eval()(x), atol=1e-5)
     with pytest.raises(VidsslError, match="another shape"):
         init_backbone(Backbone("r3d_18"), tmp_path / "r3d_99_1.234.pth")  # torchvision's 3x7x7 stem
+    import_then_evaluate(tmp_path, "mlfo", tmp_path / "r3d_99_1.234.pth", "r3d_18_hara")
+
+
+def import_then_evaluate(tmp_path, fmt: str, src, arch: str) -> None:
+    """``vidssl import`` writes an export that ``vidssl eval linear --encoder`` evaluates."""
+    out = tmp_path / f"{fmt}.safetensors"
+    assert main(["import", fmt, str(src), str(out), "--arch", arch, "--size", "32", "--frames", "8"]) == 0
+    assert main(["eval", "linear", "--encoder", str(out), "--synthetic-videos", "40", "--synthetic-size", "32",
+                 "--synthetic-frames", "12", "--num", "2", "--out", str(tmp_path / "eval")]) == 0
+    (result,) = (tmp_path / "eval").glob("linear-*.json")
+    assert json.loads(result.read_text())["encoder"]["name"] == f"import:{fmt}"
