@@ -219,16 +219,21 @@ class _CoS3D(torch.nn.Module):
         return self.block5(self.block4(self.block3(self.block2(self.block1(x)))))
 
 
-def test_an_official_coclr_s3d_checkpoint_computes_the_same_features(tmp_path, capsys):
-    torch.manual_seed(0)
-    coclr = _CoS3D()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that a misplaced one shows
-        for m in coclr.modules():
+def _random_batch_norms(net: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, so that a misplaced one shows."""
+    with torch.no_grad():
+        for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm3d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
+    return net
+
+
+def test_an_official_coclr_s3d_checkpoint_computes_the_same_features(tmp_path, capsys):
+    torch.manual_seed(0)
+    coclr = _random_batch_norms(_CoS3D())
     state = {f"module.encoder_q.0.{k}": v for k, v in coclr.state_dict().items()}
     assert "module.encoder_q.0.block1.0.conv1.weight" in state  # CoCLR saves each layer under two names
     state["module.encoder_q.2.weight"] = torch.zeros(1024, 1024, 1, 1, 1)  # its projection head
@@ -286,14 +291,7 @@ class _HaraR3D18(torch.nn.Module):
 
 def test_an_official_mlfo_checkpoint_computes_the_same_features(tmp_path):
     torch.manual_seed(0)
-    hara = _HaraR3D18()
-    with torch.no_grad():
-        for m in hara.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+    hara = _random_batch_norms(_HaraR3D18())
     state = {f"backbone.{k}": v for k, v in hara.state_dict().items()}
     state.update({"prototype.weight": torch.zeros(1000, 128), "project_low_fine.0.weight": torch.zeros(128, 128, 1),
                   "backbone.melow.0.conv1.weight": torch.zeros(8, 128, 1, 1)})
