@@ -156,7 +156,8 @@ def cmd_data_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    """Dense per-snippet features of every video (of ``--subset``, default all) into ``--out``."""
+    """Dense per-snippet features of every video into ``--out`` (default: every subset the layout has;
+    ``--subset all`` adds ActivityNet's unlabeled testing videos)."""
     from dataclasses import replace
 
     from vidssl.data.dataset import FileOpener
@@ -468,7 +469,8 @@ def _add_training_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="OUT.safetensors or OUT.pt")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="convert weights trained elsewhere (torchvision, MoCo, SeCo, VCLR) to an export")
+    p = sub.add_parser("import", help="convert weights trained elsewhere (torchvision, MoCo, SeCo, VCLR, "
+                                        "CoCLR, MLFO) to an export")
     p.add_argument("format", choices=FORMATS)
     p.add_argument("src", help="the weights file (.pth, .pth.tar, .pt or .safetensors)")
     p.add_argument("out", help="OUT.safetensors or OUT.pt (with OUT.json)")
