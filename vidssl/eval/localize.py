@@ -259,14 +259,14 @@ def cmd_localize(args) -> int:
 
 def write_localize_report(out: Path, rows: list[tuple[str, dict]]) -> None:
     """``localize.md`` (AUC and AR@AN per features folder) and ``localize_ar_an.png``."""
-    from vidssl.eval.report import _plt
+    from vidssl.eval.report import pyplot
 
     lines = ["| features | AUC | AR@1 | AR@5 | AR@10 | AR@100 |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {n} | {m['AUC']:.1f} | " + " | ".join(f"{100 * m[f'AR@{k}']:.1f}" for k in (1, 5, 10, 100)) + " |"
               for n, m in rows]
     out.mkdir(parents=True, exist_ok=True)
     (out / "localize.md").write_text("\n".join(lines) + "\n")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, m in rows:
         ax.plot(m["AN"], m["AR"], label=f"{name} [AUC {m['AUC']:.1f}]")

@@ -16,7 +16,8 @@ import torch
 from vidssl.eval.results import comparison_table, load_results
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed); every plot vidssl writes uses it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +27,7 @@ def _plt():
 
 
 def plot_confusion(result: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     cm = torch.tensor(result["metrics"]["confusion"], dtype=torch.float)
     names = result.get("class_names") or [str(i) for i in range(len(cm))]
     norm = cm / cm.sum(1, keepdim=True).clamp_min(1)
@@ -48,7 +49,7 @@ def plot_confusion(result: dict[str, Any], path: Path) -> None:
 
 
 def plot_embedding(features: torch.Tensor, labels: torch.Tensor, names: list[str], title: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     x = features.float() - features.float().mean(0)
     _, _, v = torch.pca_lowrank(x, q=2, center=False)
     xy = (x @ v[:, :2]).numpy()
@@ -79,7 +80,7 @@ def _middle_frame(data, path: str) -> torch.Tensor:
 def plot_retrieval_grid(result: dict[str, Any], path: Path, queries: int = 6) -> None:
     from vidssl.eval.data import EvalData
 
-    plt = _plt()
+    plt = pyplot()
     data = EvalData(**result["data_spec"])
     grid = result["grid"][:queries]
     k = len(grid[0]["neighbours"]) if grid else 0
@@ -122,7 +123,7 @@ def _read_rows(run: Path) -> tuple[list[dict], list[dict]]:
 def plot_loss_curves(runs: list[Path], path: Path) -> bool:
     """Loss parts against step (left); the order heads' training accuracy and the online
     monitor's kNN top-1 (right)."""
-    plt = _plt()
+    plt = pyplot()
     fig, (losses, accuracies) = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
     for run in runs:

@@ -136,9 +136,9 @@ def write_report(out: Path, rows: list[tuple[str, dict]]) -> None:
 
 
 def _plot(path: Path, rows: list[tuple[str, dict]], curve: str, x: np.ndarray, xlabel: str, score: str) -> None:
-    from vidssl.eval.report import _plt
+    from vidssl.eval.report import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, m in rows:
         ax.plot(x, m["overall"][curve], label=f"{name} [{m['overall'][score]:.3f}]")
